@@ -1,0 +1,207 @@
+"""Learned hyper-parameters: names, constrained parameterisations and the meta-optimizer.
+
+Each learned value lives as an unconstrained raw number r with a per-hyper-parameter
+steepness s (which acts as its own meta learning-rate multiplier):
+    alpha, eps      value = exp(s * r)                  (positive scale)
+    beta1, beta2    value = (1 - 1e-5) * sigmoid(s * r)  (inside (0, 1))
+    weight_decay    value = s * r, r projected to >= 0  (so 0 is a value it can start from
+                                                         and still move away from)
+All state is a handful of device tensors of shape (K,), updated without host syncs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+BETA_SCALE = 1.0 - 1e-5
+
+# name -> parameterisation kind
+PARAMETERISATION = {
+    "alpha": "exp",
+    "eps": "exp",
+    "beta1": "sigmoid",
+    "beta2": "sigmoid",
+    "weight_decay": "nonneg_linear",
+}
+
+
+def parse_name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    """'alpha,beta1' -> ['alpha', 'beta1'], refusing unknown or repeated names."""
+    names = [n.strip() for n in str(text or "").split(",") if n.strip()]
+    for name in names:
+        if name not in allowed:
+            raise ValueError(
+                f"{flag}: unknown hyper-parameter {name!r}; allowed: {', '.join(allowed)}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{flag}: a hyper-parameter is named twice in {text!r}")
+    return names
+
+
+def parse_name_values(text: str, allowed: tuple[str, ...], flag: str) -> dict[str, float]:
+    """'alpha=2,beta1=0.5' -> {'alpha': 2.0, 'beta1': 0.5}."""
+    out: dict[str, float] = {}
+    for item in [i.strip() for i in str(text or "").split(",") if i.strip()]:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in allowed:
+            raise ValueError(
+                f"{flag}: expected NAME=VALUE with NAME in {', '.join(allowed)}; got {item!r}"
+            )
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{flag}: {value!r} is not a number (in {item!r})") from None
+    return out
+
+
+def check_initial_value(name: str, value: float, flag: str) -> None:
+    kind = PARAMETERISATION[name]
+    ok = {
+        "exp": value > 0 and math.isfinite(value),
+        "sigmoid": 0.0 < value < BETA_SCALE,
+        "nonneg_linear": value >= 0 and math.isfinite(value),
+    }[kind]
+    if not ok:
+        allowed = {"exp": "> 0", "sigmoid": f"in (0, {BETA_SCALE})", "nonneg_linear": ">= 0"}[kind]
+        raise ValueError(f"{flag}: initial {name} = {value} is not allowed; it must be {allowed}")
+
+
+def raw_from_value(name: str, value: float, steepness: float) -> float:
+    kind = PARAMETERISATION[name]
+    if kind == "exp":
+        return math.log(value) / steepness
+    if kind == "sigmoid":
+        p = value / BETA_SCALE
+        return math.log(p / (1.0 - p)) / steepness
+    return value / steepness
+
+
+def values_and_slopes(raw: torch.Tensor, kinds: list[str], steepness: torch.Tensor):
+    """Activated values and d value / d raw, elementwise over the (K,) raw vector."""
+    z = raw * steepness
+    exp_v = torch.exp(z)
+    sig = torch.sigmoid(z)
+    values, slopes = [], []
+    for i, kind in enumerate(kinds):
+        if kind == "exp":
+            values.append(exp_v[i])
+            slopes.append(steepness[i] * exp_v[i])
+        elif kind == "sigmoid":
+            values.append(BETA_SCALE * sig[i])
+            slopes.append(BETA_SCALE * steepness[i] * sig[i] * (1 - sig[i]))
+        else:
+            values.append(z[i])
+            slopes.append(steepness[i])
+    return torch.stack(values), torch.stack(slopes)
+
+
+@dataclass
+class MetaAdamConfig:
+    lr: float = 3e-5
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # 0 = no clipping of the raw-space hypergradient
+
+
+class LearnedHyperParams:
+    """The learned values, their raw form, and one Adam meta-optimizer per value."""
+
+    def __init__(self, names, initial_values, steepness, meta: MetaAdamConfig, device=None):
+        self.names = list(names)
+        self.kinds = [PARAMETERISATION[n] for n in self.names]
+        self.meta = meta
+        k = len(self.names)
+        dev = device or torch.device("cpu")
+        f64 = dict(dtype=torch.float64, device=dev)
+        # float64 for the few scalars: a 3e-5 meta step on a float32 raw value near
+        # logit(0.9) would be rounded away.
+        self.steepness = torch.tensor([float(steepness[n]) for n in self.names], **f64)
+        self.raw = torch.tensor(
+            [raw_from_value(n, float(initial_values[n]), float(steepness[n])) for n in self.names],
+            **f64,
+        )
+        self.exp_avg = torch.zeros(k, **f64)
+        self.exp_avg_sq = torch.zeros(k, **f64)
+        self.steps = torch.zeros(k, **f64)  # per value: a skipped (non-finite) step does not count
+        self.nonfinite_count = torch.zeros(k, **f64)
+        self._refresh()
+
+    def _refresh(self):
+        if self.names:
+            self._values, self._slopes = values_and_slopes(self.raw, self.kinds, self.steepness)
+        else:
+            self._values = self._slopes = self.raw
+
+    @property
+    def device(self):
+        return self.raw.device
+
+    def values(self) -> torch.Tensor:
+        """(K,) float64 tensor of the activated values, on the device."""
+        return self._values
+
+    def value(self, name: str) -> torch.Tensor:
+        return self._values[self.names.index(name)]
+
+    def to(self, device):
+        for key in ("steepness", "raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):
+            setattr(self, key, getattr(self, key).to(device))
+        self._refresh()
+        return self
+
+    def meta_step(self, hypergrad: torch.Tensor) -> None:
+        """One Adam step on the raw values given d L_guide / d value (shape (K,)).
+
+        A non-finite entry leaves that value, its moments and its step count untouched and
+        is counted in `nonfinite_count`.
+        """
+        if not self.names:
+            return
+        m = self.meta
+        g = hypergrad.to(self.raw) * self._slopes
+        if m.grad_clip > 0:
+            g = g.clamp(-m.grad_clip, m.grad_clip)
+        finite = torch.isfinite(g)
+        g = torch.where(finite, g, torch.zeros_like(g))
+        steps = self.steps + finite.to(self.steps.dtype)
+        exp_avg = torch.where(finite, m.beta1 * self.exp_avg + (1 - m.beta1) * g, self.exp_avg)
+        exp_avg_sq = torch.where(
+            finite, m.beta2 * self.exp_avg_sq + (1 - m.beta2) * g * g, self.exp_avg_sq
+        )
+        safe_steps = steps.clamp(min=1)
+        m_hat = exp_avg / (1 - m.beta1**safe_steps)
+        v_hat = exp_avg_sq / (1 - m.beta2**safe_steps)
+        raw = torch.where(finite, self.raw - m.lr * m_hat / (v_hat.sqrt() + m.eps), self.raw)
+        nonneg = torch.tensor([k == "nonneg_linear" for k in self.kinds], device=raw.device)
+        self.raw = torch.where(nonneg, raw.clamp(min=0), raw)
+        self.exp_avg, self.exp_avg_sq, self.steps = exp_avg, exp_avg_sq, steps
+        self.nonfinite_count = self.nonfinite_count + (~finite).to(self.steps.dtype)
+        self._refresh()
+
+    def state_dict(self) -> dict:
+        return {
+            "names": list(self.names),
+            "raw": self.raw.cpu(),
+            "exp_avg": self.exp_avg.cpu(),
+            "exp_avg_sq": self.exp_avg_sq.cpu(),
+            "steps": self.steps.cpu(),
+            "nonfinite_count": self.nonfinite_count.cpu(),
+            "steepness": self.steepness.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["names"]) != self.names:
+            raise ValueError(
+                f"checkpoint learns hyper-parameters {state['names']} but --guided-hparams asks "
+                f"for {self.names}; use the same list, or --reset-optimizer to start them afresh"
+            )
+        dev = self.device
+        for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):
+            setattr(self, key, state[key].to(device=dev, dtype=torch.float64))
+        # The steepness comes from the command line: a changed --guided-steepness applies
+        # to the restored raw values.
+        self._refresh()

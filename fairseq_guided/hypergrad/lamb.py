@@ -1,0 +1,79 @@
+"""LAMB (You et al. 2019, Algorithm 2) and the derivative of its update.
+
+    m' = b1 m + (1 - b1) g,  v' = b2 v + (1 - b2) g^2,  m^ = m'/(1-b1^t),  v^ = v'/(1-b2^t)
+    u  = m^ / (sqrt(v^) + eps) + wd theta
+    T  = ||theta|| / ||u||   (1 when either norm is 0)
+    theta' = theta - lr T u
+
+The trust ratio T of each tensor is kept in its state: with it the pre-step parameter
+can be recovered exactly from theta'.
+"""
+from __future__ import annotations
+
+import torch
+
+HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+
+def _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps):
+    m_hat = exp_avg / (1 - beta1**step)
+    v_hat = exp_avg_sq / (1 - beta2**step)
+    return m_hat, v_hat, m_hat / (v_hat.sqrt() + eps)
+
+
+def _trust_ratio(param_norm, update_norm):
+    ok = (param_norm > 0) & (update_norm > 0)
+    return torch.where(ok, param_norm / torch.where(ok, update_norm, torch.ones_like(update_norm)), 1.0)
+
+
+def lamb_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """Update one tensor in place; returns its trust ratio (0-d tensor) for the state."""
+    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
+    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+    _, _, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
+    update = ratio + weight_decay * param
+    trust = _trust_ratio(param.norm(), update.norm())
+    param.sub_(lr * trust * update)
+    return trust
+
+
+def lamb_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, trust, lr, beta1,
+                    beta2, eps, weight_decay):
+    """<guide_grad, d theta'/d h> for h in names, from the post-step tensors and trust ratio."""
+    m_hat, v_hat, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
+    theta = (param + lr * trust * ratio) / (1 - lr * trust * weight_decay)
+    update = ratio + weight_decay * theta
+    # T varies with the hyper-parameter only when it came from the two norms.
+    uses_norms = (theta.norm() > 0) & (update.norm() > 0)
+    update_sq = torch.sum(update * update)
+    g_dot_u = torch.sum(guide_grad * update)
+    out = []
+    for name in names:
+        if name == "lr":
+            out.append(-trust * g_dot_u)
+            continue
+        sqrt_v = v_hat.sqrt()
+        if name == "weight_decay":
+            du = theta
+        elif name == "eps":
+            du = -m_hat / (sqrt_v + eps) ** 2
+        elif name == "beta1":
+            bc1 = 1 - beta1**step
+            dm = (exp_avg - grad) / beta1
+            du = (dm / bc1 + exp_avg * step * beta1 ** (step - 1) / bc1**2) / (sqrt_v + eps)
+        elif name == "beta2":
+            bc2 = 1 - beta2**step
+            dv = (exp_avg_sq - grad * grad) / beta2
+            dv_hat = dv / bc2 + exp_avg_sq * step * beta2 ** (step - 1) / bc2**2
+            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
+            d_sqrt = torch.where(sqrt_v > 0, dv_hat / (2 * safe), 0.0)
+            du = -m_hat / (sqrt_v + eps) ** 2 * d_sqrt
+        else:
+            raise KeyError(name)
+        g_dot_du = torch.sum(guide_grad * du)
+        # d(T u) = T (du - u <u, du> / ||u||^2) when T = ||theta|| / ||u||
+        norm_term = torch.where(
+            uses_norms, g_dot_u * torch.sum(update * du) / torch.where(uses_norms, update_sq, 1.0), 0.0
+        )
+        out.append(-lr * trust * (g_dot_du - norm_term))
+    return out

@@ -1,0 +1,227 @@
+"""torch.optim optimizers (Adam, LAMB, Adafactor) that take some hyper-parameters from a
+`LearnedHyperParams` and can return d L_guide / d value for each learned one.
+
+Pure torch. The fairseq wrappers in `fairseq_guided.optim` only translate configs.
+`alpha` multiplies each group's scheduled lr; the other learned names replace the
+group's fixed value. The meta step is the caller's (see `LearnedHyperParams.meta_step`).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import adafactor, adam, lamb
+from .hyperparams import LearnedHyperParams
+
+
+class GuidedOptimizerBase(torch.optim.Optimizer):
+    # hyper-parameters the update has (besides lr, which alpha scales)
+    FIXED_HPARAMS: tuple[str, ...] = ()
+
+    @classmethod
+    def learnable(cls) -> tuple[str, ...]:
+        return ("alpha",) + cls.FIXED_HPARAMS
+
+    def __init__(self, params, defaults, learned: LearnedHyperParams, keep_step_grad=False):
+        super().__init__(params, defaults)
+        unknown = [n for n in learned.names if n not in self.learnable()]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} cannot learn {unknown}; it can learn {self.learnable()}")
+        self.learned = learned
+        # Train-batch guidance differentiates the previous update when the next gradient
+        # arrives, so the gradient that update used must be kept.
+        self.keep_step_grad = keep_step_grad
+        self.last_step_lrs = [g["lr"] for g in self.param_groups]
+
+    # -- hyper-parameter values -------------------------------------------------------
+    def alpha(self):
+        return self.learned.value("alpha") if "alpha" in self.learned.names else 1.0
+
+    def hparams(self, group, dtype, lr=None):
+        """The values the update uses for one group: learned ones as 0-d tensors."""
+        hp = {name: group[name] for name in self.FIXED_HPARAMS}
+        for name in self.learned.names:
+            if name != "alpha":
+                hp[name] = self.learned.value(name).to(dtype)
+        alpha = self.alpha()
+        if isinstance(alpha, torch.Tensor):
+            alpha = alpha.to(dtype)
+        hp["lr"] = (group["lr"] if lr is None else lr) * alpha
+        return hp
+
+    def effective_lr(self):
+        """alpha x scheduled lr of the first group (a device tensor when alpha is learned)."""
+        return self.param_groups[0]["lr"] * self.alpha()
+
+    # -- the update -------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            hp_by_dtype = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if p.dtype not in hp_by_dtype:
+                    hp_by_dtype[p.dtype] = self.hparams(group, p.dtype)
+                state = self.state[p]
+                if not state:
+                    self.init_state(p, state, group)
+                self.update_one(p, p.grad, state, group, hp_by_dtype[p.dtype])
+                if self.keep_step_grad:
+                    state["step_grad"] = p.grad.detach().clone()
+        self.last_step_lrs = [g["lr"] for g in self.param_groups]
+        return loss
+
+    # -- its derivative -----------------------------------------------------------------
+    def math_names(self):
+        return ["lr" if n == "alpha" else n for n in self.learned.names]
+
+    def stepped_params(self):
+        """(group index, param) for every parameter the last step updated, in order."""
+        return [
+            (gi, p) for gi, g in enumerate(self.param_groups) for p in g["params"] if p in self.state
+        ]
+
+    @torch.no_grad()
+    def hyper_dots(self, group_index, param, guide_grad, grad=None):
+        """(K,) float64: d L_guide / d value contributed by one parameter tensor.
+
+        `param` holds theta_{t+1}; `grad` is the gradient the update used (default:
+        param.grad, or the kept one in train-batch mode).
+        """
+        group = self.param_groups[group_index]
+        state = self.state[param]
+        if grad is None:
+            grad = state["step_grad"] if self.keep_step_grad else param.grad
+        sched_lr = self.last_step_lrs[group_index]
+        hp = self.hparams(group, param.dtype, lr=sched_lr)
+        dots = self.dots_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp)
+        if not dots:
+            return torch.zeros(0, dtype=torch.float64, device=param.device)
+        dots = torch.stack(dots).to(torch.float64)
+        if "alpha" in self.learned.names:
+            i = self.learned.names.index("alpha")
+            dots[i] = dots[i] * sched_lr  # d theta'/d alpha = sched_lr * d theta'/d lr
+        return dots
+
+    def hypergradient(self, guide_grads):
+        """Sum of hyper_dots over `stepped_params()`; guide_grads aligned with them."""
+        pairs = self.stepped_params()
+        if len(guide_grads) != len(pairs):
+            raise ValueError(f"expected {len(pairs)} guidance gradients, got {len(guide_grads)}")
+        total = torch.zeros(len(self.learned.names), dtype=torch.float64, device=self.learned.device)
+        for (gi, p), gg in zip(pairs, guide_grads):
+            if gg is not None:
+                total = total + self.hyper_dots(gi, p, gg).to(total.device)
+        return total
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self):
+        out = super().state_dict()
+        out["guided_hyper"] = self.learned.state_dict()
+        out["guided_last_step_lrs"] = list(self.last_step_lrs)
+        return out
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        hyper = state_dict.pop("guided_hyper", None)
+        last_lrs = state_dict.pop("guided_last_step_lrs", None)
+        super().load_state_dict(state_dict)
+        if hyper is not None:
+            self.learned.load_state_dict(hyper)
+        if last_lrs is not None:
+            self.last_step_lrs = list(last_lrs)
+
+    # -- per optimizer --------------------------------------------------------------------
+    def init_state(self, p, state, group):
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def update_one(self, p, grad, state, group, hp):
+        raise NotImplementedError
+
+    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
+        raise NotImplementedError
+
+
+class GuidedAdam(GuidedOptimizerBase):
+    """fairseq's Adam (decoupled weight decay) with learnable alpha, beta1, beta2, eps, wd."""
+
+    FIXED_HPARAMS = ("beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                 weight_decay=0.0, keep_step_grad=False):
+        defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, learned, keep_step_grad)
+
+    def update_one(self, p, grad, state, group, hp):
+        state["step"] += 1
+        adam.adam_step_(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp)
+
+    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
+        return adam.adam_hyper_dots(
+            names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp
+        )
+
+
+class GuidedLamb(GuidedOptimizerBase):
+    """LAMB (per-tensor trust ratio) with learnable alpha, beta1, beta2, eps, wd."""
+
+    FIXED_HPARAMS = ("beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
+                 weight_decay=0.0, keep_step_grad=False):
+        defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, learned, keep_step_grad)
+
+    def update_one(self, p, grad, state, group, hp):
+        state["step"] += 1
+        state["trust_ratio"] = lamb.lamb_step_(
+            p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp
+        )
+
+    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
+        return lamb.lamb_hyper_dots(
+            names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+            state["trust_ratio"], **hp,
+        )
+
+
+class GuidedAdafactor(GuidedOptimizerBase):
+    """fairseq's Adafactor (explicit lr, optional beta1) with learnable alpha, beta1, wd."""
+
+    FIXED_HPARAMS = ("beta1", "weight_decay")
+
+    def __init__(self, params, learned, lr=1e-3, beta1=None, weight_decay=0.0, eps1=1e-30,
+                 eps2=1e-3, clip_threshold=1.0, decay_rate=-0.8, scale_parameter=False,
+                 keep_step_grad=False):
+        if "beta1" in learned.names and beta1 is None:
+            raise ValueError("learning beta1 needs Adafactor's first moment: give --beta1 an initial value")
+        defaults = dict(lr=lr, beta1=beta1, weight_decay=weight_decay, eps1=eps1, eps2=eps2,
+                        clip_threshold=clip_threshold, decay_rate=decay_rate,
+                        scale_parameter=scale_parameter)
+        super().__init__(params, defaults, learned, keep_step_grad)
+
+    def _options(self, group, *keys):
+        return {k: group[k] for k in keys}
+
+    def init_state(self, p, state, group):
+        state.update(adafactor.init_state(p, group["beta1"] is not None))
+
+    def update_one(self, p, grad, state, group, hp):
+        adafactor.adafactor_step_(
+            p, grad, state, **hp,
+            **self._options(group, "eps1", "eps2", "clip_threshold", "decay_rate", "scale_parameter"),
+        )
+
+    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
+        return adafactor.adafactor_hyper_dots(
+            names, guide_grad, p, grad, state, **hp,
+            **self._options(group, "eps2", "clip_threshold", "scale_parameter"),
+        )
+
+
+OPTIMIZERS = {"adam": GuidedAdam, "lamb": GuidedLamb, "adafactor": GuidedAdafactor}

@@ -1,0 +1,92 @@
+"""Parameterisations and the Adam meta-optimizer."""
+import math
+
+import pytest
+import torch
+
+from fairseq_guided.hypergrad.hyperparams import (
+    BETA_SCALE, LearnedHyperParams, MetaAdamConfig, check_initial_value, parse_name_list,
+    parse_name_values,
+)
+
+
+def test_initial_values_are_restored_exactly_and_slopes_match_autograd():
+    init = {"alpha": 0.7, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "weight_decay": 0.01}
+    steep = {"alpha": 2.0, "beta1": 0.5, "beta2": 1.0, "eps": 3.0, "weight_decay": 4.0}
+    hp = LearnedHyperParams(list(init), init, steep, MetaAdamConfig())
+    for n, v in zip(hp.names, hp.values().tolist()):
+        assert math.isclose(v, init[n], rel_tol=1e-12), n
+    raw = hp.raw.clone().requires_grad_()
+    s = hp.steepness
+    acts = [torch.exp(s[0] * raw[0]), BETA_SCALE * torch.sigmoid(s[1] * raw[1]),
+            BETA_SCALE * torch.sigmoid(s[2] * raw[2]), torch.exp(s[3] * raw[3]), s[4] * raw[4]]
+    for i, a in enumerate(acts):
+        (slope,) = torch.autograd.grad(a, raw)
+        assert math.isclose(hp._slopes[i].item(), slope[i].item(), rel_tol=1e-12)
+
+
+def test_meta_step_equals_torch_adam_on_the_raw_values():
+    init = {"alpha": 1.0, "beta1": 0.9}
+    steep = {"alpha": 1.0, "beta1": 2.0}
+    cfg = MetaAdamConfig(lr=1e-2, beta1=0.8, beta2=0.99, eps=1e-8)
+    hp = LearnedHyperParams(["alpha", "beta1"], init, steep, cfg)
+    raw = hp.raw.clone().requires_grad_()
+    torch_adam = torch.optim.Adam([raw], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(7):
+        h = torch.randn(2, generator=gen, dtype=torch.float64)
+        raw.grad = h * hp._slopes  # chain rule to raw space
+        torch_adam.step()
+        hp.meta_step(h)
+        torch.testing.assert_close(hp.raw, raw.detach(), rtol=1e-12, atol=1e-15)
+
+
+def test_nonfinite_hypergradient_never_reaches_the_values_and_is_counted():
+    hp = LearnedHyperParams(["alpha", "beta1"], {"alpha": 1.0, "beta1": 0.9},
+                            {"alpha": 1.0, "beta1": 1.0}, MetaAdamConfig(lr=1e-2))
+    hp.meta_step(torch.tensor([0.5, -0.5], dtype=torch.float64))
+    before = (hp.raw.clone(), hp.exp_avg.clone(), hp.exp_avg_sq.clone(), hp.steps.clone())
+    hp.meta_step(torch.tensor([float("nan"), float("inf")], dtype=torch.float64))
+    for a, b in zip(before, (hp.raw, hp.exp_avg, hp.exp_avg_sq, hp.steps)):
+        assert torch.equal(a, b)
+    assert hp.nonfinite_count.tolist() == [1.0, 1.0]
+    hp.meta_step(torch.tensor([float("nan"), 1.0], dtype=torch.float64))
+    assert hp.raw[0] == before[0][0] and hp.raw[1] != before[0][1]
+    assert hp.nonfinite_count.tolist() == [2.0, 1.0]
+
+
+def test_clipping_bounds_the_raw_hypergradient():
+    cfg = MetaAdamConfig(lr=1.0, grad_clip=0.1)
+    hp = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg)
+    hp.meta_step(torch.tensor([1e6], dtype=torch.float64))
+    assert math.isclose(hp.exp_avg.item(), 0.1 * (1 - cfg.beta1), rel_tol=1e-12)
+
+
+def test_name_parsing_refuses_unknown_names_and_substrings():
+    allowed = ("alpha", "beta1")
+    assert parse_name_list("alpha, beta1", allowed, "--guided-hparams") == ["alpha", "beta1"]
+    for bad in ("beta", "alph", "beta1,gamma", "alpha,alpha"):
+        with pytest.raises(ValueError, match="--guided-hparams"):
+            parse_name_list(bad, allowed, "--guided-hparams")
+    assert parse_name_values("alpha=2", allowed, "--x") == {"alpha": 2.0}
+    with pytest.raises(ValueError, match="--x"):
+        parse_name_values("alpha:2", allowed, "--x")
+
+
+@pytest.mark.parametrize("name,value", [("beta1", 1.0), ("beta1", 0.0), ("alpha", -1.0),
+                                        ("eps", 0.0), ("weight_decay", -0.1)])
+def test_initial_values_outside_their_range_are_refused(name, value):
+    with pytest.raises(ValueError, match="--flag"):
+        check_initial_value(name, value, "--flag")
+
+
+def test_state_dict_round_trip_and_name_mismatch():
+    cfg = MetaAdamConfig(lr=1e-2)
+    a = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg)
+    a.meta_step(torch.tensor([0.3], dtype=torch.float64))
+    b = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.values(), b.values()) and torch.equal(a.exp_avg, b.exp_avg)
+    c = LearnedHyperParams(["beta1"], {"beta1": 0.9}, {"beta1": 1.0}, cfg)
+    with pytest.raises(ValueError, match="--guided-hparams"):
+        c.load_state_dict(a.state_dict())
