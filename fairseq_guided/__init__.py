@@ -1,0 +1,11 @@
+"""fairseq_guided: learn optimizer hyper-parameters during fairseq training.
+
+Loaded by fairseq through --user-dir; importing it registers the guided tasks and
+optimizers and applies the narrow compatibility shims of compat.py.
+"""
+from . import compat
+
+compat.allow_fairseq_checkpoint_types()
+
+from . import optim, tasks  # noqa: E402,F401 (registration)
+from .tasks import guided_translation  # noqa: E402,F401

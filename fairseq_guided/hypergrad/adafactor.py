@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from ._ops import add_scaled_, decay_
+
 HYPERPARAMS = ("lr", "beta1", "weight_decay")
 
 
@@ -74,11 +76,10 @@ def adafactor_step_(param, grad, state, lr, beta1, weight_decay, *, eps1, eps2, 
         state["exp_avg_sq"].mul_(beta2t).add_(sq, alpha=1.0 - beta2t)
     update = _clip(_normalised_update(grad, state), clip_threshold) * lr_p
     if beta1 is not None:
-        state["exp_avg"].mul_(beta1).add_((1 - beta1) * update)
+        add_scaled_(state["exp_avg"].mul_(beta1), update, 1 - beta1)
         update = state["exp_avg"]
-    if not isinstance(weight_decay, (int, float)) or weight_decay != 0:
-        param.mul_(1 - weight_decay * lr_p)
-    param.sub_(update)
+    decay_(param, weight_decay, lr_p)
+    param.add_(-update)
 
 
 def adafactor_hyper_dots(names, guide_grad, param, grad, state, lr, beta1, weight_decay, *,

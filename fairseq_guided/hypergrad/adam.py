@@ -9,20 +9,25 @@ Hyper-parameter values may be Python floats or 0-d tensors (learned values on th
 """
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ._ops import add_scaled_, add_scaled_product_, add_scaled_ratio_, decay_, is_number
 
 HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
 def adam_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
     """Update one tensor in place (step is the 1-based count after this update)."""
-    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
-    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)
+    add_scaled_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
     denom = exp_avg_sq.sqrt().add_(eps)
-    step_size = lr * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
-    if not isinstance(weight_decay, (int, float)) or weight_decay != 0:
-        param.mul_(1 - weight_decay * lr)
-    param.sub_(step_size * exp_avg / denom)
+    bias_correction2 = 1 - beta2**step
+    sqrt_bc2 = math.sqrt(bias_correction2) if is_number(bias_correction2) else bias_correction2.sqrt()
+    step_size = lr * sqrt_bc2 / (1 - beta1**step)
+    decay_(param, weight_decay, lr)
+    add_scaled_ratio_(param, exp_avg, denom, -step_size)
 
 
 def _safe_div(num, den):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ._ops import add_scaled_, add_scaled_product_
+
 HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
@@ -28,8 +30,8 @@ def _trust_ratio(param_norm, update_norm):
 
 def lamb_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
     """Update one tensor in place; returns its trust ratio (0-d tensor) for the state."""
-    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
-    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)
+    add_scaled_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
     _, _, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
     update = ratio + weight_decay * param
     trust = _trust_ratio(param.norm(), update.norm())

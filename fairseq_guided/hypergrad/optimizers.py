@@ -198,8 +198,6 @@ class GuidedAdafactor(GuidedOptimizerBase):
     def __init__(self, params, learned, lr=1e-3, beta1=None, weight_decay=0.0, eps1=1e-30,
                  eps2=1e-3, clip_threshold=1.0, decay_rate=-0.8, scale_parameter=False,
                  keep_step_grad=False):
-        if "beta1" in learned.names and beta1 is None:
-            raise ValueError("learning beta1 needs Adafactor's first moment: give --beta1 an initial value")
         defaults = dict(lr=lr, beta1=beta1, weight_decay=weight_decay, eps1=eps1, eps2=eps2,
                         clip_threshold=clip_threshold, decay_rate=decay_rate,
                         scale_parameter=scale_parameter)

@@ -1,0 +1,248 @@
+"""The meta step as a fairseq task runs it: which guidance batch, the guidance pass at
+the updated parameters, the hypergradient reduction across workers, and the logs.
+
+Task-independent: a task mixes in `GuidanceConfig` fields and calls
+`GuidanceRunner.optimizer_step` from its `optimizer_step` hook, which fairseq calls once
+per update (after all --update-freq micro-batches), so the meta step runs once per update.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fairseq import metrics, utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.distributed import utils as dist_utils
+from omegaconf import II
+
+from .hypergrad.optimizers import GuidedOptimizerBase
+
+logger = logging.getLogger(__name__)
+
+GUIDANCE_SOURCES = ChoiceEnum(["heldout", "train"])
+GUIDANCE_REFRESH = ChoiceEnum(["never", "step", "epoch"])
+
+
+@dataclass
+class GuidanceConfig(FairseqDataclass):
+    guidance_subset: str = field(
+        default="guide", metadata={"help": "held-out split whose loss guides the learned "
+                                   "hyper-parameters (never trained on)"}
+    )
+    guidance_source: GUIDANCE_SOURCES = field(
+        default="heldout", metadata={"help": "heldout: a batch of --guidance-subset at the updated "
+                                     "parameters (one extra forward/backward per meta step); "
+                                     "train: the next training batch's gradient differentiates "
+                                     "the previous update (no extra pass, keeps one gradient copy)"}
+    )
+    guidance_max_tokens: Optional[int] = field(
+        default=None, metadata={"help": "max tokens in a guidance batch (per worker); default: "
+                                "--max-tokens"}
+    )
+    guidance_batch_size: Optional[int] = field(
+        default=None, metadata={"help": "max sentences in a guidance batch (per worker); default: "
+                                "--batch-size"}
+    )
+    guidance_refresh: GUIDANCE_REFRESH = field(
+        default="never", metadata={"help": "never: one guidance batch for the whole run (the "
+                                   "paper's default); step: the next batch at every meta step; "
+                                   "epoch: a new batch each training epoch"}
+    )
+    guidance_interval: int = field(
+        default=1, metadata={"help": "run the meta step every K updates; >= 1"}
+    )
+    train_max_tokens: Optional[int] = II("dataset.max_tokens")
+    train_batch_size: Optional[int] = II("dataset.batch_size")
+
+
+def validate_guidance_config(cfg) -> None:
+    if not (isinstance(cfg.guidance_interval, int) and cfg.guidance_interval >= 1):
+        raise ValueError(f"--guidance-interval must be an integer >= 1; got {cfg.guidance_interval}")
+    for flag, value in (("--guidance-max-tokens", cfg.guidance_max_tokens),
+                        ("--guidance-batch-size", cfg.guidance_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1; got {value}")
+    if cfg.guidance_source == "heldout" and not (
+        cfg.guidance_max_tokens or cfg.guidance_batch_size or cfg.train_max_tokens or cfg.train_batch_size
+    ):
+        raise ValueError("set --guidance-max-tokens or --guidance-batch-size (or --max-tokens)")
+
+
+def find_guided_optimizer(optimizer) -> Optional[GuidedOptimizerBase]:
+    """The GuidedOptimizerBase inside fairseq's optimizer wrappers, or None."""
+    seen = optimizer
+    for _ in range(6):
+        if isinstance(seen, GuidedOptimizerBase):
+            return seen
+        nxt = None
+        for attr in ("fp32_optimizer", "wrapped_optimizer", "_optimizer"):
+            nxt = getattr(seen, attr, None)
+            if nxt is not None:
+                break
+        if nxt is None:
+            return None
+        seen = nxt
+    return None
+
+
+def token_mean_nll(model, sample, padding_idx):
+    """Sum of target-token negative log-likelihoods (no label smoothing) and the count."""
+    net_output = model(**sample["net_input"])
+    lprobs = model.get_normalized_probs(net_output, log_probs=True)
+    target = model.get_targets(sample, net_output)
+    loss_sum = F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)).float(), target.reshape(-1),
+                          ignore_index=padding_idx, reduction="sum")
+    return loss_sum, target.ne(padding_idx).sum()
+
+
+class GuidanceRunner:
+    def __init__(self, task, cfg):
+        self.task = task
+        self.cfg = cfg
+        self._batches = None
+        self._cached = (None, None)  # (batch number, sample on device)
+        self._epoch = 1
+
+    # -- which guidance batch -----------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def _batch_list(self, model):
+        if self._batches is None:
+            cfg = self.cfg
+            subset = cfg.guidance_subset
+            if subset not in self.task.datasets:
+                self.task.load_dataset(subset, combine=False, epoch=1)
+            dataset = self.task.dataset(subset)
+            max_positions = utils.resolve_max_positions(self.task.max_positions(), model.max_positions())
+            iterator = self.task.get_batch_iterator(
+                dataset=dataset,
+                max_tokens=cfg.guidance_max_tokens or (None if cfg.guidance_batch_size else cfg.train_max_tokens),
+                max_sentences=cfg.guidance_batch_size or (None if cfg.guidance_max_tokens else cfg.train_batch_size),
+                max_positions=max_positions, ignore_invalid_inputs=True, seed=1,
+                disable_iterator_cache=True,
+            )
+            self._batches = [b for b in iterator.frozen_batches if len(b) > 0]
+            if not self._batches:
+                raise ValueError(f"--guidance-subset {subset!r} has no example that fits the model's "
+                                 f"max positions {max_positions}; nothing to guide with")
+            self._dataset = dataset
+            logger.info(f"guidance: {len(dataset)} examples of {subset!r} in {len(self._batches)} "
+                        f"batches; refresh={cfg.guidance_refresh}, interval={cfg.guidance_interval}")
+        return self._batches
+
+    def batch_number(self, update_num: int) -> int:
+        """Global guidance batch j: fixed, per meta step, or per epoch."""
+        if self.cfg.guidance_refresh == "never":
+            return 0
+        if self.cfg.guidance_refresh == "epoch":
+            return self._epoch - 1
+        return update_num // self.cfg.guidance_interval
+
+    def sample(self, model, update_num: int, device):
+        """This worker's share of guidance batch j (a deterministic function of j, so a
+        resumed run draws the same batches without saving an iterator)."""
+        j = self.batch_number(update_num)
+        if self._cached[0] == j:
+            return self._cached[1]
+        batches = self._batch_list(model)
+        world = dist_utils.get_data_parallel_world_size()
+        rank = dist_utils.get_data_parallel_rank() if world > 1 else 0
+        position = j * world + rank
+        guidance_epoch, index = divmod(position, len(batches))
+        order = np.random.RandomState(1 + guidance_epoch).permutation(len(batches))
+        indices = batches[order[index]]
+        sample = self._dataset.collater([self._dataset[int(i)] for i in indices])
+        sample = utils.apply_to_sample(lambda t: t.to(device), sample)
+        self._cached = (j, sample)
+        return sample
+
+    # -- the meta step ---------------------------------------------------------------------
+    def optimizer_step(self, optimizer, model, update_num: int) -> None:
+        guided = find_guided_optimizer(optimizer)
+        if guided is None:
+            raise ValueError("--task guided_* needs a guided optimizer "
+                             "(--optimizer guided_adam, guided_lamb or guided_adafactor)")
+        is_meta_step = update_num % self.cfg.guidance_interval == 0 and guided.learned.names
+        if self.cfg.guidance_source == "train":
+            guided.keep_step_grad = True
+            if is_meta_step and update_num > 0:
+                self._train_batch_meta_step(guided)
+            optimizer.step()
+        else:
+            optimizer.step()
+            if is_meta_step:
+                self._heldout_meta_step(guided, model, update_num)
+        self._log_values(guided)
+
+    def _train_batch_meta_step(self, guided):
+        # .grad is the all-reduced gradient of this update's training batch at theta_t:
+        # the guidance gradient for the previous update, which made theta_t.
+        total = torch.zeros(len(guided.learned.names), dtype=torch.float64, device=guided.learned.device)
+        for gi, p in guided.stepped_params():
+            if p.grad is not None and "step_grad" in guided.state[p]:
+                total = total + guided.hyper_dots(gi, p, p.grad)
+        self._apply(guided, total)
+
+    def _heldout_meta_step(self, guided, model, update_num):
+        module = getattr(model, "module", model)  # a DDP wrapper would all-reduce: skip it
+        device = guided.learned.device
+        sample = self.sample(module, update_num, device)
+        index = {id(p): gi for gi, p in guided.stepped_params()}
+        params = [p for p in module.parameters() if p.requires_grad]
+        missing = [p for p in params if p.grad is not None and id(p) not in index]
+        if missing:
+            raise RuntimeError("the guided optimizer does not own the model's parameters (a wrapper "
+                               "such as --fp16 with flattened grads?); cannot map guidance gradients")
+        train_grads = [p.grad for p in params]
+        total = [torch.zeros(len(guided.learned.names), dtype=torch.float64, device=device)]
+
+        def hook_for(train_grad, group_index):
+            def hook(param):
+                # Fold this tensor's guidance gradient into the dot products as soon as the
+                # backward produces it, then free it: no second gradient buffer lives.
+                total[0] = total[0] + guided.hyper_dots(group_index, param, param.grad, grad=train_grad)
+                param.grad = None
+            return hook
+
+        handles = []
+        for p, g in zip(params, train_grads):
+            p.grad = None
+            if id(p) in index:
+                handles.append(p.register_post_accumulate_grad_hook(hook_for(g, index[id(p)])))
+        was_training = module.training
+        module.eval()  # no dropout in the guidance loss
+        try:
+            with torch.enable_grad():
+                loss_sum, ntokens = token_mean_nll(module, sample, self.task.target_dictionary.pad())
+                loss_sum.backward()
+        finally:
+            for h in handles:
+                h.remove()
+            module.train(was_training)
+            for p, g in zip(params, train_grads):
+                p.grad = g
+        stats = torch.cat([total[0], loss_sum.detach().to(torch.float64).reshape(1),
+                           ntokens.to(device=device, dtype=torch.float64).reshape(1)])
+        if dist_utils.get_data_parallel_world_size() > 1:
+            # linear in the guidance gradient: reduce K+2 scalars, not a gradient
+            stats = dist_utils.all_reduce(stats, group=dist_utils.get_data_parallel_group())
+        ntok = stats[-1].clamp(min=1)
+        metrics.log_scalar("guide_loss", stats[-2] / ntok / math.log(2), round=3, priority=810)
+        self._apply(guided, stats[:-2] / ntok)
+
+    def _apply(self, guided, hypergrad):
+        for name, h in zip(guided.learned.names, hypergrad):
+            metrics.log_scalar(f"hgrad_{name}", h, round=6, priority=830)
+        guided.learned.meta_step(hypergrad)
+        metrics.log_scalar("hgrad_nonfinite", guided.learned.nonfinite_count.sum(), weight=0, round=0,
+                           priority=840)
+
+    def _log_values(self, guided):
+        for name, value in zip(guided.learned.names, guided.learned.values()):
+            metrics.log_scalar(f"guided_{name}", value, weight=0, round=6, priority=820)
+        metrics.log_scalar("eff_lr", guided.effective_lr(), weight=0, round=8, priority=825)

@@ -1,0 +1,45 @@
+"""Shared fairseq shell of the guided optimizers: builds the torch optimizer with its
+learned values on the parameters' device; fairseq's lr schedule stays the base lr."""
+from __future__ import annotations
+
+from fairseq.optim import FairseqOptimizer
+
+from .guided_config import build_learned
+
+
+def parse_float_tuple(text, flag: str, length: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in str(text).strip("()[] ").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != length:
+        raise ValueError(f"{flag}: expected {length} comma-separated numbers; got {text!r}")
+    return values
+
+
+class GuidedFairseqOptimizer(FairseqOptimizer):
+    torch_class = None  # a GuidedOptimizerBase subclass
+    name = ""
+
+    def __init__(self, cfg, params):
+        super().__init__(cfg)
+        params = list(params)
+        fixed = self.optimizer_config
+        self.validate(fixed)
+        learned = build_learned(cfg, self.torch_class.learnable(), fixed, self.name)
+        if params:
+            first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
+            learned.to(first.device)
+        self._optimizer = self.torch_class(params, learned, **fixed)
+
+    def validate(self, fixed: dict) -> None:
+        """Refuse out-of-range fixed settings before training starts."""
+
+    @property
+    def guided(self):
+        """The torch optimizer that knows the learned values and the update's derivative."""
+        return self._optimizer
+
+    @property
+    def supports_flat_params(self):
+        return False

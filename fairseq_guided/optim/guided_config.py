@@ -1,0 +1,85 @@
+"""Config fields every guided optimizer shares, and turning them into a
+`LearnedHyperParams`. Validation happens here, when fairseq builds the optimizer, which
+is before the first training step."""
+
+import math
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import FairseqDataclass
+
+from ..hypergrad.hyperparams import (
+    LearnedHyperParams, MetaAdamConfig, check_initial_value, parse_name_list, parse_name_values,
+)
+
+
+@dataclass
+class GuidedHyperConfig(FairseqDataclass):
+    guided_hparams: str = field(
+        default="",
+        metadata={"help": "comma-separated hyper-parameters to learn from the guidance loss, "
+                  "e.g. 'alpha,beta1' (empty: learn nothing, behave as the stock optimizer). "
+                  "Allowed names depend on the optimizer: alpha (scale on the scheduled lr), "
+                  "beta1, and for adam/lamb also beta2, eps, weight_decay; adafactor also "
+                  "weight_decay. A learned value starts from the optimizer's own setting."},
+    )
+    guided_alpha_init: float = field(
+        default=1.0, metadata={"help": "initial alpha (multiplies the scheduled lr); > 0"}
+    )
+    guided_meta_lr: float = field(
+        default=3e-5, metadata={"help": "learning rate of the Adam meta-optimizer (the paper's "
+                                "eta-hat); >= 0 (0 keeps the values fixed but still logs "
+                                "their hypergradients)"}
+    )
+    guided_meta_betas: str = field(
+        default="(0.9, 0.999)", metadata={"help": "betas of the Adam meta-optimizer, each in [0, 1)"}
+    )
+    guided_meta_eps: float = field(
+        default=1e-8, metadata={"help": "epsilon of the Adam meta-optimizer; > 0"}
+    )
+    guided_meta_clip: float = field(
+        default=0.0, metadata={"help": "clip each raw-space hypergradient to [-c, c] before the "
+                               "meta step; 0 = no clipping"}
+    )
+    guided_steepness: str = field(
+        default="", metadata={"help": "per hyper-parameter steepness s (value = act(s * raw)), "
+                              "as NAME=S,NAME=S; unnamed ones use 1. It multiplies that value's "
+                              "effective meta learning rate; > 0"}
+    )
+
+
+def _parse_betas(text: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(x) for x in str(text).strip("()[] ").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(0 <= b < 1 for b in values):
+        raise ValueError(f"--guided-meta-betas: expected two numbers in [0, 1) like '(0.9, 0.999)'; got {text!r}")
+    return values
+
+
+def build_learned(cfg, learnable: tuple[str, ...], initial_values: dict[str, float | None],
+                  optimizer_name: str) -> LearnedHyperParams:
+    """Validate the shared flags against one optimizer and build its learned values."""
+    names = parse_name_list(cfg.guided_hparams, learnable, f"--guided-hparams (for {optimizer_name})")
+    if not (cfg.guided_meta_lr >= 0 and math.isfinite(cfg.guided_meta_lr)):
+        raise ValueError(f"--guided-meta-lr must be a finite number >= 0; got {cfg.guided_meta_lr}")
+    if not cfg.guided_meta_eps > 0:
+        raise ValueError(f"--guided-meta-eps must be > 0; got {cfg.guided_meta_eps}")
+    if not cfg.guided_meta_clip >= 0:
+        raise ValueError(f"--guided-meta-clip must be >= 0 (0 = off); got {cfg.guided_meta_clip}")
+    beta1, beta2 = _parse_betas(cfg.guided_meta_betas)
+    steepness = {n: 1.0 for n in names}
+    for name, s in parse_name_values(cfg.guided_steepness, learnable, "--guided-steepness").items():
+        if not (s > 0 and math.isfinite(s)):
+            raise ValueError(f"--guided-steepness: {name}={s} must be > 0")
+        steepness[name] = s
+    init = dict(initial_values, alpha=cfg.guided_alpha_init)
+    for name in names:
+        if init.get(name) is None:
+            raise ValueError(f"--guided-hparams: {optimizer_name} learns {name} only from an initial "
+                             f"value; set it (for adafactor's beta1: --beta1 0.9)")
+        flag = "--guided-alpha-init" if name == "alpha" else f"the optimizer's {name} setting"
+        check_initial_value(name, float(init[name]), flag)
+    meta = MetaAdamConfig(lr=cfg.guided_meta_lr, beta1=beta1, beta2=beta2, eps=cfg.guided_meta_eps,
+                          grad_clip=cfg.guided_meta_clip)
+    return LearnedHyperParams(names, {n: float(init[n]) for n in names}, steepness, meta)
