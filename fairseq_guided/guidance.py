@@ -162,11 +162,17 @@ class GuidanceRunner:
         return sample
 
     # -- the meta step ---------------------------------------------------------------------
-    def optimizer_step(self, optimizer, model, update_num: int) -> None:
+    @staticmethod
+    def guided_optimizer(optimizer) -> GuidedOptimizerBase:
         guided = find_guided_optimizer(optimizer)
         if guided is None:
-            raise ValueError("--task guided_* needs a guided optimizer "
-                             "(--optimizer guided_adam, guided_lamb or guided_adafactor)")
+            raise ValueError(f"--task guided_*: --optimizer {type(optimizer).__name__} learns nothing; "
+                             f"use guided_adam, guided_lamb or guided_adafactor (with no "
+                             f"--guided-hparams they behave as their stock twins)")
+        return guided
+
+    def optimizer_step(self, optimizer, model, update_num: int) -> None:
+        guided = self.guided_optimizer(optimizer)
         is_meta_step = update_num % self.cfg.guidance_interval == 0 and guided.learned.names
         if self.cfg.guidance_source == "train":
             guided.keep_step_grad = True
@@ -245,4 +251,3 @@ class GuidanceRunner:
     def _log_values(self, guided):
         for name, value in zip(guided.learned.names, guided.learned.values()):
             metrics.log_scalar(f"guided_{name}", value, weight=0, round=6, priority=820)
-        metrics.log_scalar("eff_lr", guided.effective_lr(), weight=0, round=8, priority=825)

@@ -2,6 +2,7 @@
 learned values on the parameters' device; fairseq's lr schedule stays the base lr."""
 from __future__ import annotations
 
+from fairseq import metrics
 from fairseq.optim import FairseqOptimizer
 
 from .guided_config import build_learned
@@ -39,6 +40,12 @@ class GuidedFairseqOptimizer(FairseqOptimizer):
     def guided(self):
         """The torch optimizer that knows the learned values and the update's derivative."""
         return self._optimizer
+
+    def set_lr(self, lr):
+        super().set_lr(lr)
+        # fairseq sets the next update's lr after the meta step has set the next alpha, so
+        # this pairs with fairseq's own "lr" log line.
+        metrics.log_scalar("eff_lr", self._optimizer.effective_lr(), weight=0, priority=301)
 
     @property
     def supports_flat_params(self):

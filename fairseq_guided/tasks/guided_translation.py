@@ -47,5 +47,9 @@ class GuidedTranslationTask(TranslationTask):
         super().begin_epoch(epoch, model)
         self.guidance.set_epoch(epoch)
 
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self.guidance.guided_optimizer(optimizer)  # refuse a stock optimizer before any update
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
     def optimizer_step(self, optimizer, model, update_num):
         self.guidance.optimizer_step(optimizer, model, update_num)

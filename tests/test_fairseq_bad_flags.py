@@ -1,0 +1,58 @@
+"""Bad flags stop fairseq-train before the first update, with a message that names the
+flag and what it allows."""
+import shutil
+
+import pytest
+
+from conftest import run, train_cmd
+
+CASES = {
+    "unknown-name": (["--optimizer", "guided_adam", "--guided-hparams", "alpha,gamma"],
+                     ["--guided-hparams", "'gamma'", "allowed: alpha, beta1, beta2, eps, weight_decay"]),
+    "substring-name": (["--optimizer", "guided_lamb", "--guided-hparams", "beta"],
+                       ["--guided-hparams", "'beta'"]),
+    "adafactor-beta2": (["--optimizer", "guided_adafactor", "--beta1", "0.9", "--guided-hparams", "beta2"],
+                        ["--guided-hparams", "allowed: alpha, beta1, weight_decay"]),
+    "beta1-init-out-of-range": (["--optimizer", "guided_adam", "--adam-betas", "(1.0, 0.999)",
+                                 "--guided-hparams", "beta1"], ["--adam-betas", "[0, 1)"]),
+    "beta1-init-zero": (["--optimizer", "guided_lamb", "--lamb-betas", "(0.0, 0.999)",
+                         "--guided-hparams", "beta1"], ["beta1", "in (0, 0.99999)"]),
+    "adafactor-beta1-without-init": (["--optimizer", "guided_adafactor", "--guided-hparams", "beta1"],
+                                     ["--guided-hparams", "--beta1"]),
+    "negative-meta-lr": (["--optimizer", "guided_adam", "--guided-hparams", "alpha",
+                          "--guided-meta-lr=-1e-3"], ["--guided-meta-lr", ">= 0"]),
+    "bad-steepness": (["--optimizer", "guided_adam", "--guided-hparams", "alpha",
+                       "--guided-steepness", "alpha=0"], ["--guided-steepness", "> 0"]),
+    "alpha-init": (["--optimizer", "guided_adam", "--guided-hparams", "alpha",
+                    "--guided-alpha-init", "0"], ["--guided-alpha-init", "> 0"]),
+    "interval": (["--optimizer", "guided_adam", "--guidance-interval", "0"],
+                 ["--guidance-interval", ">= 1"]),
+    "refresh-choice": (["--optimizer", "guided_adam", "--guidance-refresh", "sometimes"],
+                       ["--guidance-refresh", "never", "step", "epoch"]),
+    "stock-optimizer": (["--optimizer", "adam"], ["--optimizer", "guided_adam"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_flag_stops_before_training(tiny_corpus, tmp_path, case):
+    flags, expected = CASES[case]
+    out = run(train_cmd(tiny_corpus, tmp_path / "ckpt", "--lr", "0.001", "--max-update", "5", *flags))
+    assert out.returncode != 0, out.stdout[-2000:]
+    assert "num_updates" not in out.stdout  # no update was made
+    for text in expected:
+        assert text in out.stdout, (text, out.stdout[-2000:])
+
+
+def test_missing_guidance_split_is_named(tiny_corpus, tmp_path):
+    data = tmp_path / "bin"
+    shutil.copytree(tiny_corpus, data)
+    for f in data.glob("guide.*"):
+        f.unlink()
+    out = run(train_cmd(data, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.001",
+                        "--guided-hparams", "alpha", "--max-update", "5"))
+    assert out.returncode != 0
+    assert "--guidance-subset: no split 'guide'" in out.stdout, out.stdout[-2000:]
+    # the train-batch mode needs no guide split
+    out = run(train_cmd(data, tmp_path / "ckpt2", "--optimizer", "guided_adam", "--lr", "0.001",
+                        "--guided-hparams", "alpha", "--max-update", "2", "--guidance-source", "train"))
+    assert out.returncode == 0, out.stdout[-2000:]
