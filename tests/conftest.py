@@ -34,11 +34,13 @@ def write_cipher_corpus(folder: Path, sizes: dict, seed: int = 0) -> None:
                 ft.write(" ".join(cipher[w] for w in reversed(words)) + "\n")
 
 
+ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
 def run(cmd, **kwargs):
     """Run a command; return CompletedProcess with stdout+stderr in .stdout."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     return subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, env=env, **kwargs)
+                          text=True, env=ENV, **kwargs)
 
 
 def binarize(raw: Path, dest: Path, splits=("train", "valid", "test", "guide")):
@@ -61,10 +63,10 @@ def tiny_corpus(tmp_path_factory):
     return root / "bin"
 
 
-def train_cmd(data, save_dir, *extra):
+def train_cmd(data, save_dir, *extra, batching=("--max-tokens", "1000")):
     return [BIN / "fairseq-train", data, "--user-dir", PLUGIN, "--task", "guided_translation",
             *TINY_MODEL, "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20", "--max-tokens", "1000",
+            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20", *batching,
             "--save-dir", save_dir, "--log-format", "json", "--log-interval", "1",
             "--no-epoch-checkpoints", "--seed", "1", "--num-workers", "0", *extra]
 
