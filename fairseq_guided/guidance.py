@@ -20,6 +20,7 @@ from fairseq.distributed import utils as dist_utils
 from omegaconf import II
 
 from .hypergrad.optimizers import GuidedOptimizerBase
+from .masters import guidance_loss_scale, master_slots
 
 logger = logging.getLogger(__name__)
 
@@ -177,62 +178,75 @@ class GuidanceRunner:
         if self.cfg.guidance_source == "train":
             guided.keep_step_grad = True
             if is_meta_step and update_num > 0:
-                self._train_batch_meta_step(guided)
+                self._train_batch_meta_step(guided, optimizer)
             optimizer.step()
         else:
+            steps_before = guided.step_count
             optimizer.step()
-            if is_meta_step:
-                self._heldout_meta_step(guided, model, update_num)
+            if guided.step_count == steps_before:
+                # --amp skipped the step (inf/nan gradients): nothing to differentiate
+                metrics.log_scalar("guided_skipped", 1, weight=0, priority=845)
+            elif is_meta_step:
+                self._heldout_meta_step(guided, optimizer, model, update_num)
         self._log_values(guided)
 
-    def _train_batch_meta_step(self, guided):
+    def _train_batch_meta_step(self, guided, optimizer):
         # .grad is the all-reduced gradient of this update's training batch at theta_t:
-        # the guidance gradient for the previous update, which made theta_t.
+        # the guidance gradient for the previous update, which made theta_t. fairseq's fp16
+        # wrappers apply the pending 1/(loss scale x sample size) factor only in step().
+        pending = getattr(optimizer, "_multiply_factor", 1.0)
         total = torch.zeros(len(guided.learned.names), dtype=torch.float64, device=guided.learned.device)
         for gi, p in guided.stepped_params():
             if p.grad is not None and "step_grad" in guided.state[p]:
-                total = total + guided.hyper_dots(gi, p, p.grad)
+                total = total + guided.hyper_dots(gi, p, p.grad.float() * pending)
         self._apply(guided, total)
 
-    def _heldout_meta_step(self, guided, model, update_num):
+    def _heldout_meta_step(self, guided, optimizer, model, update_num):
         module = getattr(model, "module", model)  # a DDP wrapper would all-reduce: skip it
         device = guided.learned.device
-        sample = self.sample(module, update_num, device)
-        index = {id(p): gi for gi, p in guided.stepped_params()}
+        sample = self.sample(module, update_num, next(module.parameters()).device)
         params = [p for p in module.parameters() if p.requires_grad]
-        missing = [p for p in params if p.grad is not None and id(p) not in index]
-        if missing:
-            raise RuntimeError("the guided optimizer does not own the model's parameters (a wrapper "
-                               "such as --fp16 with flattened grads?); cannot map guidance gradients")
-        train_grads = [p.grad for p in params]
+        slots = master_slots(optimizer, guided, params)
+        if not slots:
+            raise RuntimeError("cannot find the tensors the guided optimizer updated for this "
+                               f"model under {type(optimizer).__name__}")
+        scale = guidance_loss_scale(optimizer)
         total = [torch.zeros(len(guided.learned.names), dtype=torch.float64, device=device)]
 
-        def hook_for(train_grad, group_index):
+        def hook_for(slot):
             def hook(param):
                 # Fold this tensor's guidance gradient into the dot products as soon as the
                 # backward produces it, then free it: no second gradient buffer lives.
-                total[0] = total[0] + guided.hyper_dots(group_index, param, param.grad, grad=train_grad)
+                guide_grad = param.grad.float() / scale
+                total[0] = total[0] + guided.hyper_dots(slot.group_index, slot.owner, guide_grad,
+                                                        grad=slot.train_grad, region=slot.region)
                 param.grad = None
             return hook
 
+        stashed_grads = [p.grad for p in params]
         handles = []
-        for p, g in zip(params, train_grads):
+        for p in params:
             p.grad = None
-            if id(p) in index:
-                handles.append(p.register_post_accumulate_grad_hook(hook_for(g, index[id(p)])))
+            if id(p) in slots:
+                handles.append(p.register_post_accumulate_grad_hook(hook_for(slots[id(p)])))
         was_training = module.training
         module.eval()  # no dropout in the guidance loss
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), self.autocast(optimizer):
                 loss_sum, ntokens = token_mean_nll(module, sample, self.task.target_dictionary.pad())
-                loss_sum.backward()
+            (loss_sum * scale).backward()
+        except torch.OutOfMemoryError as e:
+            raise RuntimeError(
+                f"the guidance batch ({sample['ntokens']} target tokens, {sample['nsentences']} "
+                f"sentences) does not fit in memory at update {update_num + 1}: lower "
+                f"--guidance-max-tokens / --guidance-batch-size") from e
         finally:
             for h in handles:
                 h.remove()
             module.train(was_training)
-            for p, g in zip(params, train_grads):
+            for p, g in zip(params, stashed_grads):
                 p.grad = g
-        stats = torch.cat([total[0], loss_sum.detach().to(torch.float64).reshape(1),
+        stats = torch.cat([total[0], loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
                            ntokens.to(device=device, dtype=torch.float64).reshape(1)])
         if dist_utils.get_data_parallel_world_size() > 1:
             # linear in the guidance gradient: reduce K+2 scalars, not a gradient
@@ -240,6 +254,12 @@ class GuidanceRunner:
         ntok = stats[-1].clamp(min=1)
         metrics.log_scalar("guide_loss", stats[-2] / ntok / math.log(2), round=3, priority=810)
         self._apply(guided, stats[:-2] / ntok)
+
+    @staticmethod
+    def autocast(optimizer):
+        """The guidance forward runs in the precision the training forward ran in."""
+        amp = type(optimizer).__name__ == "AMPOptimizer" and torch.cuda.is_available()
+        return torch.autocast("cuda", dtype=torch.float16, enabled=amp)
 
     def _apply(self, guided, hypergrad):
         for name, h in zip(guided.learned.names, hypergrad):

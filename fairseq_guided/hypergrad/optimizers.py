@@ -13,9 +13,15 @@ from . import adafactor, adam, lamb
 from .hyperparams import LearnedHyperParams
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 class GuidedOptimizerBase(torch.optim.Optimizer):
     # hyper-parameters the update has (besides lr, which alpha scales)
     FIXED_HPARAMS: tuple[str, ...] = ()
+    # True when the update and its derivative act elementwise, so any slice of a flat
+    # parameter buffer can be differentiated on its own (fairseq's flat fp16 masters)
+    ELEMENTWISE = False
 
     @classmethod
     def learnable(cls) -> tuple[str, ...]:
@@ -31,6 +37,7 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         # arrives, so the gradient that update used must be kept.
         self.keep_step_grad = keep_step_grad
         self.last_step_lrs = [g["lr"] for g in self.param_groups]
+        self.step_count = 0  # lets a caller see that a wrapper (AMP) skipped the step
 
     # -- hyper-parameter values -------------------------------------------------------
     def alpha(self):
@@ -63,15 +70,23 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                if p.dtype not in hp_by_dtype:
-                    hp_by_dtype[p.dtype] = self.hparams(group, p.dtype)
+                # --memory-efficient-fp16 hands over half-precision parameters: update
+                # an fp32 copy with fp32 state, as fairseq's own optimizers do
+                low = p.dtype in LOW_PRECISION
+                p32 = p.data.float() if low else p
+                grad = p.grad.float() if low else p.grad
+                if p32.dtype not in hp_by_dtype:
+                    hp_by_dtype[p32.dtype] = self.hparams(group, p32.dtype)
                 state = self.state[p]
                 if not state:
-                    self.init_state(p, state, group)
-                self.update_one(p, p.grad, state, group, hp_by_dtype[p.dtype])
+                    self.init_state(p32, state, group)
+                self.update_one(p32, grad, state, group, hp_by_dtype[p32.dtype])
+                if low:
+                    p.data.copy_(p32)
                 if self.keep_step_grad:
-                    state["step_grad"] = p.grad.detach().clone()
+                    state["step_grad"] = grad.detach().clone()
         self.last_step_lrs = [g["lr"] for g in self.param_groups]
+        self.step_count += 1
         return loss
 
     # -- its derivative -----------------------------------------------------------------
@@ -85,16 +100,28 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         ]
 
     @torch.no_grad()
-    def hyper_dots(self, group_index, param, guide_grad, grad=None):
+    def hyper_dots(self, group_index, param, guide_grad, grad=None, region=None):
         """(K,) float64: d L_guide / d value contributed by one parameter tensor.
 
         `param` holds theta_{t+1}; `grad` is the gradient the update used (default:
-        param.grad, or the kept one in train-batch mode).
+        param.grad, or the kept one in train-batch mode). `region` (a slice of the
+        flattened tensor) restricts it to part of a flat buffer; `guide_grad` then covers
+        that part only.
         """
         group = self.param_groups[group_index]
         state = self.state[param]
         if grad is None:
             grad = state["step_grad"] if self.keep_step_grad else param.grad
+        if region is not None:
+            if not self.ELEMENTWISE:
+                raise ValueError(f"{type(self).__name__} needs whole tensors (use --fp16-no-flatten-grads)")
+            numel = param.numel()
+            param, grad = param.reshape(-1)[region], grad.reshape(-1)[region]
+            state = {k: (v.reshape(-1)[region] if torch.is_tensor(v) and v.numel() == numel else v)
+                     for k, v in state.items()}
+            guide_grad = guide_grad.reshape(-1)
+        if param.dtype in LOW_PRECISION:
+            param, grad = param.float(), grad.float()
         sched_lr = self.last_step_lrs[group_index]
         hp = self.hparams(group, param.dtype, lr=sched_lr)
         dots = self.dots_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp)
@@ -151,6 +178,7 @@ class GuidedAdam(GuidedOptimizerBase):
     """fairseq's Adam (decoupled weight decay) with learnable alpha, beta1, beta2, eps, wd."""
 
     FIXED_HPARAMS = ("beta1", "beta2", "eps", "weight_decay")
+    ELEMENTWISE = True
 
     def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                  weight_decay=0.0, keep_step_grad=False):

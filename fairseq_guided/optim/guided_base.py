@@ -49,4 +49,10 @@ class GuidedFairseqOptimizer(FairseqOptimizer):
 
     @property
     def supports_flat_params(self):
-        return False
+        # a flat fp16 master buffer is one tensor: fine for elementwise Adam, wrong for
+        # LAMB's per-tensor trust ratio and Adafactor's factored moments
+        return self.torch_class.ELEMENTWISE
+
+    @property
+    def supports_memory_efficient_fp16(self):
+        return True

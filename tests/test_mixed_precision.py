@@ -1,0 +1,58 @@
+"""The guided step under fairseq's precision wrappers, as far as they run on a CPU:
+--fp16 --fp16-no-flatten-grads (FP16Optimizer with fp32 masters), --memory-efficient-fp16
+and --amp. Flat --fp16 needs CUDA in fairseq (see BENCHMARKS.md / the GPU check)."""
+import math
+
+import pytest
+import torch
+
+import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
+from conftest import json_logs, run, train_cmd
+
+MODES = {
+    "fp16-fp32-masters": ("guided_lamb", ["--fp16", "--fp16-no-flatten-grads"]),
+    "memory-efficient-fp16": ("guided_adam", ["--memory-efficient-fp16"]),
+    "amp": ("guided_adafactor", ["--amp"]),
+}
+EXTRA = {"guided_adafactor": ["--beta1", "0.9"]}
+
+
+def guided_run(data, save, optimizer, *flags):
+    out = run(train_cmd(data, save, "--optimizer", optimizer, *EXTRA.get(optimizer, []), "--lr", "0.005",
+                        "--guided-hparams", "alpha,beta1", "--guided-meta-lr", "0.01", "--max-update", "4",
+                        *flags))
+    assert out.returncode == 0, out.stdout[-3000:]
+    return json_logs(out.stdout)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_hypergradients_in_half_precision_track_the_fp32_run(tiny_corpus, tmp_path, mode):
+    optimizer, flags = MODES[mode]
+    full = guided_run(tiny_corpus, tmp_path / "fp32", optimizer)
+    half = guided_run(tiny_corpus, tmp_path / "half", optimizer, *flags)
+    assert len(full) == len(half) == 4
+    for a, b in zip(full[1:], half[1:]):  # update 1 has lr 0 under warm-up: h_alpha = 0
+        for key in ("hgrad_alpha", "hgrad_beta1"):
+            x, y = float(a[key]), float(b[key])
+            assert math.isfinite(y) and abs(x - y) <= 0.05 * abs(x) + 1e-4, (key, x, y)
+        assert math.isclose(float(a["guided_alpha"]), float(b["guided_alpha"]), rel_tol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="fairseq's overflow handling calls .cuda(): it cannot run on a CPU")
+def test_overflowing_steps_never_reach_the_learned_values(tiny_corpus, tmp_path):
+    """A huge initial loss scale overflows the first training passes (fairseq skips those
+    updates); the guidance pass uses the same scale, so an overflow there yields a
+    non-finite hypergradient that is counted and dropped. Every meta step is accounted
+    for: applied + dropped = updates made."""
+    out = run(train_cmd(tiny_corpus, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.005",
+                        "--guided-hparams", "alpha,beta1", "--guided-meta-lr", "0.01", "--max-update", "6",
+                        "--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", str(2 ** 24),
+                        "--fp16-scale-window", "1"))
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "gradient overflow detected" in out.stdout
+    rows = json_logs(out.stdout)
+    assert all(math.isfinite(float(r["guided_alpha"])) for r in rows)
+    hyper = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=True)["last_optimizer_state"]["guided_hyper"]
+    assert torch.equal(hyper["steps"] + hyper["nonfinite_count"], torch.full((2,), 6.0, dtype=torch.float64))
+    assert torch.isfinite(hyper["raw"]).all() and torch.isfinite(hyper["exp_avg_sq"]).all()
