@@ -6,6 +6,7 @@ Task-independent: a task mixes in `GuidanceConfig` fields and calls
 per update (after all --update-freq micro-batches), so the meta step runs once per update.
 """
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from fairseq import metrics, utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.distributed import utils as dist_utils
+from fairseq.models import BaseFairseqModel
 from omegaconf import II
 
 from .hypergrad.optimizers import GuidedOptimizerBase
@@ -88,6 +90,13 @@ def find_guided_optimizer(optimizer) -> Optional[GuidedOptimizerBase]:
             return None
         seen = nxt
     return None
+
+
+def unwrap_model(model):
+    """The BaseFairseqModel inside fairseq's distributed wrappers."""
+    while not isinstance(model, BaseFairseqModel) and hasattr(model, "module"):
+        model = model.module
+    return model
 
 
 def token_mean_nll(model, sample, padding_idx):
@@ -202,7 +211,7 @@ class GuidanceRunner:
         self._apply(guided, total)
 
     def _heldout_meta_step(self, guided, optimizer, model, update_num):
-        module = getattr(model, "module", model)  # a DDP wrapper would all-reduce: skip it
+        module = unwrap_model(model)  # a DDP wrapper would all-reduce: skip it
         device = guided.learned.device
         sample = self.sample(module, update_num, next(module.parameters()).device)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -231,10 +240,12 @@ class GuidanceRunner:
                 handles.append(p.register_post_accumulate_grad_hook(hook_for(slots[id(p)])))
         was_training = module.training
         module.eval()  # no dropout in the guidance loss
+        # torch's DDP hooks every parameter: keep them from all-reducing guidance gradients
+        no_sync = getattr(model, "no_sync", contextlib.nullcontext)
         try:
-            with torch.enable_grad(), self.autocast(optimizer):
+            with no_sync(), torch.enable_grad(), self.autocast(optimizer):
                 loss_sum, ntokens = token_mean_nll(module, sample, self.task.target_dictionary.pad())
-            (loss_sum * scale).backward()
+                (loss_sum * scale).backward()
         except torch.OutOfMemoryError as e:
             raise RuntimeError(
                 f"the guidance batch ({sample['ntokens']} target tokens, {sample['nsentences']} "
@@ -246,14 +257,20 @@ class GuidanceRunner:
             module.train(was_training)
             for p, g in zip(params, stashed_grads):
                 p.grad = g
+        k = len(guided.learned.names)
         stats = torch.cat([total[0], loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
-                           ntokens.to(device=device, dtype=torch.float64).reshape(1)])
-        if dist_utils.get_data_parallel_world_size() > 1:
-            # linear in the guidance gradient: reduce K+2 scalars, not a gradient
+                           ntokens.to(device=device, dtype=torch.float64).reshape(1), guided.learned.raw])
+        world = dist_utils.get_data_parallel_world_size()
+        if world > 1:
+            # linear in the guidance gradient: reduce K+2 scalars, not a gradient. The raw
+            # values ride along: their sum must be world x each rank's own, a free check
+            # that no worker has drifted (as fairseq checks gradient norms).
             stats = dist_utils.all_reduce(stats, group=dist_utils.get_data_parallel_group())
-        ntok = stats[-1].clamp(min=1)
-        metrics.log_scalar("guide_loss", stats[-2] / ntok / math.log(2), round=3, priority=810)
-        self._apply(guided, stats[:-2] / ntok)
+            drift = (stats[k + 2:] - world * guided.learned.raw).abs().max()
+            metrics.log_scalar("guided_rank_drift", drift, weight=0, priority=850)
+        ntok = stats[k + 1].clamp(min=1)
+        metrics.log_scalar("guide_loss", stats[k] / ntok / math.log(2), round=3, priority=810)
+        self._apply(guided, stats[:k] / ntok)
 
     @staticmethod
     def autocast(optimizer):
