@@ -1,0 +1,31 @@
+"""Read the runs of scripts/nmt_recipe.py: fairseq's --log-file lines and run.json."""
+import json
+from pathlib import Path
+
+ORDER = ["base", "alpha", "beta1", "alpha+beta1"]
+
+
+def log_rows(log_file: Path, tag: str):
+    """fairseq --log-format json rows of one kind ('train_inner', 'valid') as dicts, from
+    console output ("... | valid | {...}") or a --log-file (bare JSON, valid fields
+    prefixed "valid_")."""
+    rows = []
+    for line in log_file.read_text().splitlines():
+        if f"| {tag} |" in line and "{" in line:
+            rows.append(json.loads(line[line.index("{"):]))
+        elif line.startswith('{"') and line.endswith("}"):  # not the config's python repr
+            row = json.loads(line)
+            if tag == "train_inner" and "update" in row and "num_updates" in row:
+                rows.append(row)
+            elif f"{tag}_num_updates" in row and tag != "train_inner":
+                rows.append({k[len(tag) + 1:]: v for k, v in row.items() if k.startswith(tag + "_")})
+    return rows
+
+
+def find_runs(runs_dir: Path):
+    """[(variant, seed, run folder)] of the finished runs, in the paper's row order."""
+    runs = []
+    for info in sorted(Path(runs_dir).glob("*/run.json")):
+        meta = json.loads(info.read_text())
+        runs.append((meta["variant"], meta["seed"], info.parent))
+    return sorted(runs, key=lambda r: (ORDER.index(r[0]) if r[0] in ORDER else 99, r[1]))
