@@ -9,6 +9,7 @@ per update (after all --update-freq micro-batches), so the meta step runs once p
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -57,6 +58,11 @@ class GuidanceConfig(FairseqDataclass):
     )
     guidance_interval: int = field(
         default=1, metadata={"help": "run the meta step every K updates; >= 1"}
+    )
+    guidance_time_pass: bool = field(
+        default=False, metadata={"help": "benchmarks only: also run one plain forward+backward of "
+                                 "the guidance batch per meta step, synchronised and timed, and "
+                                 "log it as guide_pass_ms (costs that pass and host syncs)"}
     )
     train_max_tokens: Optional[int] = II("dataset.max_tokens")
     train_batch_size: Optional[int] = II("dataset.batch_size")
@@ -197,6 +203,8 @@ class GuidanceRunner:
                 metrics.log_scalar("guided_skipped", 1, weight=0, priority=845)
             elif is_meta_step:
                 self._heldout_meta_step(guided, optimizer, model, update_num)
+                if self.cfg.guidance_time_pass:
+                    self._time_guidance_pass(optimizer, model, update_num)
         self._log_values(guided)
 
     def _train_batch_meta_step(self, guided, optimizer):
@@ -271,6 +279,29 @@ class GuidanceRunner:
         ntok = stats[k + 1].clamp(min=1)
         metrics.log_scalar("guide_loss", stats[k] / ntok / math.log(2), round=3, priority=810)
         self._apply(guided, stats[:k] / ntok)
+
+    def _time_guidance_pass(self, optimizer, model, update_num):
+        module = unwrap_model(model)
+        sample = self.sample(module, update_num, next(module.parameters()).device)
+        params = [p for p in module.parameters() if p.requires_grad]
+        stashed_grads = [p.grad for p in params]
+        sync = torch.cuda.synchronize if sample["net_input"]["src_tokens"].is_cuda else (lambda: None)
+        was_training = module.training
+        module.eval()
+        try:
+            for p in params:
+                p.grad = None
+            sync()
+            start = time.perf_counter()
+            with getattr(model, "no_sync", contextlib.nullcontext)(), torch.enable_grad(), self.autocast(optimizer):
+                loss_sum, _ = token_mean_nll(module, sample, self.task.target_dictionary.pad())
+                (loss_sum * guidance_loss_scale(optimizer)).backward()
+            sync()
+            metrics.log_scalar("guide_pass_ms", 1000 * (time.perf_counter() - start), round=2, priority=860)
+        finally:
+            module.train(was_training)
+            for p, g in zip(params, stashed_grads):
+                p.grad = g
 
     @staticmethod
     def autocast(optimizer):
