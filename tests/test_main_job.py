@@ -104,7 +104,7 @@ def test_hydra_variant_config_trains(tiny_corpus, tmp_path):
                  "model.encoder.ffn_embed_dim=64", "model.decoder.ffn_embed_dim=64",
                  "dataset.max_tokens=1000", "task.guidance_max_tokens=500", "optimization.max_update=3",
                  "common.log_interval=1", f"checkpoint.save_dir={tmp_path}", "checkpoint.no_save=true",
-                 "dataset.validate_interval_updates=0", "common.cpu=true"]
+                 "dataset.validate_interval_updates=0", "common.cpu=true", f"hydra.run.dir={tmp_path}"]
     out = run([BIN / "fairseq-hydra-train", "--config-dir", REPO / "configs" / "nmt" / "cpu",
                "--config-name", "guided_alpha_beta1", *overrides])
     assert out.returncode == 0, out.stdout[-3000:]
