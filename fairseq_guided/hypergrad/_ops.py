@@ -37,3 +37,8 @@ def decay_(param, weight_decay, lr):
     if is_number(weight_decay) and weight_decay == 0:
         return param
     return add_scaled_(param, param, -weight_decay * lr)
+
+
+def dot(a, b):
+    """<a, b> over all elements, as one fused kernel."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))

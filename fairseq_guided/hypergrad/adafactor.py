@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ._ops import add_scaled_, decay_
+from ._ops import dot as _dot
 
 HYPERPARAMS = ("lr", "beta1", "weight_decay")
 
@@ -102,5 +103,5 @@ def adafactor_hyper_dots(names, guide_grad, param, grad, state, lr, beta1, weigh
             d = -(state["exp_avg"] - step_update) / beta1  # -(a - lr_p U), a recovered from a'
         else:
             raise KeyError(name)
-        out.append(torch.sum(guide_grad * d))
+        out.append(_dot(guide_grad, d))
     return out

@@ -14,6 +14,7 @@ import math
 import torch
 
 from ._ops import add_scaled_, add_scaled_product_, add_scaled_ratio_, decay_, is_number
+from ._ops import dot as _dot
 
 HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
@@ -30,40 +31,49 @@ def adam_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     add_scaled_ratio_(param, exp_avg, denom, -step_size)
 
 
-def _safe_div(num, den):
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
-
-
 def adam_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
                     eps, weight_decay):
     """<guide_grad, d theta'/d h> for h in names, from the post-step tensors.
 
     `param`, `exp_avg`, `exp_avg_sq` are the values the update left; `grad` is the
     gradient it used. Returns a list of 0-d tensors in the order of `names`.
+
+    Every derivative is linear in a few tensors, so only their inner products with the
+    guidance gradient are formed (one fused dot each), never the derivative itself: the
+    pre-step parameter, for instance, enters only as <G, theta> = (<G, theta'> +
+    lr c <G, m'/D>) / (1 - lr wd).
     """
+    G = guide_grad
     bc1 = 1 - beta1**step
     bc2 = 1 - beta2**step
-    denom = exp_avg_sq.sqrt() + eps
+    sqrt_bc2 = bc2**0.5
+    c = sqrt_bc2 / bc1
+    denom = exp_avg_sq.sqrt().add_(eps)
     adam_dir = exp_avg / denom  # m'/D
-    c = bc2**0.5 / bc1
-    theta = (param + lr * c * adam_dir) / (1 - lr * weight_decay)  # the pre-step parameter
+    g_dir = _dot(G, adam_dir)
+    g_theta = None
     out = []
     for name in names:
+        if name in ("lr", "weight_decay") and g_theta is None:
+            g_theta = (_dot(G, param) + lr * c * g_dir) / (1 - lr * weight_decay)
         if name == "lr":
-            d = -weight_decay * theta - c * adam_dir
+            out.append(-weight_decay * g_theta - c * g_dir)
         elif name == "weight_decay":
-            d = -lr * theta
+            out.append(-lr * g_theta)
         elif name == "eps":
-            d = lr * c * adam_dir / denom
+            out.append(lr * c * _dot(G, adam_dir / denom))
         elif name == "beta1":
-            dm = (exp_avg - grad) / beta1  # d m'/d b1 = m - g, recovered from m'
-            d = -lr * bc2**0.5 / denom * (dm / bc1 + exp_avg * step * beta1 ** (step - 1) / bc1**2)
+            # d m'/d b1 = m - g = (m' - g) / b1, recovered from m'
+            g_dm = _dot(G, (exp_avg - grad) / denom)
+            out.append(-lr * sqrt_bc2 * (g_dm / (beta1 * bc1) + step * beta1 ** (step - 1) / bc1**2 * g_dir))
         elif name == "beta2":
-            dv = (exp_avg_sq - grad * grad) / beta2  # d v'/d b2 = v - g^2
-            d_denom = _safe_div(dv, 2 * exp_avg_sq.sqrt())
-            d_sqrt_bc2 = -step * beta2 ** (step - 1) / (2 * bc2**0.5)
-            d = -lr * exp_avg / bc1 * (d_sqrt_bc2 / denom - bc2**0.5 * d_denom / denom**2)
+            # d v'/d b2 = v - g^2 = (v' - g^2) / b2;  d D / d b2 = that / (2 sqrt v')
+            sqrt_v = exp_avg_sq.sqrt()
+            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
+            d_denom = torch.where(sqrt_v > 0, (exp_avg_sq - grad * grad) / (beta2 * 2 * safe), 0.0)
+            d_sqrt_bc2 = -step * beta2 ** (step - 1) / (2 * sqrt_bc2)
+            g_ddenom = _dot(G, adam_dir * d_denom / denom)
+            out.append(-lr / bc1 * (d_sqrt_bc2 * g_dir - sqrt_bc2 * g_ddenom))
         else:
             raise KeyError(name)
-        out.append(torch.sum(guide_grad * d))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ._ops import add_scaled_, add_scaled_product_
+from ._ops import dot as _dot
 
 HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
@@ -47,8 +48,8 @@ def lamb_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, t
     update = ratio + weight_decay * theta
     # T varies with the hyper-parameter only when it came from the two norms.
     uses_norms = (theta.norm() > 0) & (update.norm() > 0)
-    update_sq = torch.sum(update * update)
-    g_dot_u = torch.sum(guide_grad * update)
+    update_sq = _dot(update, update)
+    g_dot_u = _dot(guide_grad, update)
     out = []
     for name in names:
         if name == "lr":
@@ -72,10 +73,10 @@ def lamb_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, t
             du = -m_hat / (sqrt_v + eps) ** 2 * d_sqrt
         else:
             raise KeyError(name)
-        g_dot_du = torch.sum(guide_grad * du)
+        g_dot_du = _dot(guide_grad, du)
         # d(T u) = T (du - u <u, du> / ||u||^2) when T = ||theta|| / ||u||
         norm_term = torch.where(
-            uses_norms, g_dot_u * torch.sum(update * du) / torch.where(uses_norms, update_sq, 1.0), 0.0
+            uses_norms, g_dot_u * _dot(update, du) / torch.where(uses_norms, update_sq, 1.0), 0.0
         )
         out.append(-lr * trust * (g_dot_du - norm_term))
     return out
