@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+# where fairseq-train & co. are: the venv's bin, or $FAIRSEQ_BIN (GPU machine: pip --target)
+BIN = Path(os.environ.get("FAIRSEQ_BIN", Path(sys.executable).parent))
 PLUGIN = str(REPO / "fairseq_guided")
 
 # A 1-layer, 64-wide transformer: seconds per run on 2 CPU cores.
