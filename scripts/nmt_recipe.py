@@ -46,8 +46,8 @@ PRESETS = {
     "cpu": Preset(model=f"--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 "
                         f"--decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 "
                         f"--encoder-attention-heads 4 --decoder-attention-heads 4 {PRE_NORM}",
-                  max_tokens=4096, guidance_max_tokens=1024, max_update=450, lr=0.01, warmup=150,
-                  meta_lr=3e-3, validate_every=50, seeds=(1, 2), vocab_size=8000),
+                  max_tokens=4096, guidance_max_tokens=1024, max_update=400, lr=0.01, warmup=120,
+                  meta_lr=3e-3, validate_every=100, seeds=(1, 2), vocab_size=8000),
     # ~121M parameters as in the paper (6+6 layers, 768 wide, 32k joint vocab), LAMB, fp16.
     "gpu": Preset(model=f"--arch transformer --encoder-layers 6 --decoder-layers 6 --encoder-embed-dim 768 "
                         f"--decoder-embed-dim 768 --encoder-ffn-embed-dim 3072 --decoder-ffn-embed-dim 3072 "
