@@ -173,3 +173,17 @@ def test_train_batch_mode_differentiates_the_previous_update():
         p.grad = g  # what the next training step leaves on .grad
     got = optimizer.hypergradient([p.grad for p in params])
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_hypergradients_are_finite_when_the_scheduled_lr_is_zero(opt):
+    """A warm-up from 0 makes the first update's lr 0: nothing may divide by it."""
+    params, batches = make_problem(torch.float64)
+    optimizer = build(opt, list(OPTIMIZERS[opt].learnable()), params)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    for p, g in zip(params, grads_at(params, batches[0])):
+        p.grad = g
+    optimizer.step()
+    h = optimizer.hypergradient(grads_at(params, batches[5]))
+    assert torch.isfinite(h).all(), h

@@ -86,15 +86,18 @@ def adafactor_step_(param, grad, state, lr, beta1, weight_decay, *, eps1, eps2, 
 def adafactor_hyper_dots(names, guide_grad, param, grad, state, lr, beta1, weight_decay, *,
                          eps2, clip_threshold, scale_parameter):
     """<guide_grad, d theta'/d h> for h in names, from the post-step tensor and state."""
-    lr_p = param_lr(lr, state, scale_parameter, eps2)
-    step_update = _clip(_normalised_update(grad, state), clip_threshold) * lr_p  # lr_p U
+    lr_scale = param_lr(1.0, state, scale_parameter, eps2)  # lr_p = lr * lr_scale
+    lr_p = lr * lr_scale
+    scaled_update = _clip(_normalised_update(grad, state), clip_threshold) * lr_scale
+    step_update = scaled_update * lr  # lr_p U
     applied = state["exp_avg"] if beta1 is not None else step_update
     theta = (param + applied) / (1 - weight_decay * lr_p)
     out = []
     for name in names:
         if name == "lr":
             keep = (1 - beta1) if beta1 is not None else 1.0
-            d = -keep * step_update / lr - weight_decay * (lr_p / lr) * theta
+            # no division by lr: it is 0 at the first update of a warm-up from 0
+            d = -keep * scaled_update - weight_decay * lr_scale * theta
         elif name == "weight_decay":
             d = -lr_p * theta
         elif name == "beta1":
