@@ -9,3 +9,4 @@ compat.allow_fairseq_checkpoint_types()
 
 from . import optim, tasks  # noqa: E402,F401 (registration)
 from .tasks import guided_translation  # noqa: E402,F401
+from .tasks import guided_span_corruption  # noqa: E402,F401 (also registers t5_small, t5_tiny)

@@ -319,3 +319,22 @@ class GuidanceRunner:
     def _log_values(self, guided):
         for name, value in zip(guided.learned.names, guided.learned.values()):
             metrics.log_scalar(f"guided_{name}", value, weight=0, round=6, priority=820)
+
+
+class GuidedTaskMixin:
+    """The three fairseq task hooks every guided task shares; list it before the stock task
+    class (class MyTask(GuidedTaskMixin, TranslationTask)) and set self.guidance in
+    __init__."""
+
+    guidance: GuidanceRunner
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        self.guidance.set_epoch(epoch)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self.guidance.guided_optimizer(optimizer)  # refuse a stock optimizer before any update
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        self.guidance.optimizer_step(optimizer, model, update_num)

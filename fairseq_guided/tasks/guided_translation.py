@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from ..guidance import GuidanceConfig, GuidanceRunner, validate_guidance_config
+from ..guidance import GuidanceConfig, GuidanceRunner, GuidedTaskMixin, validate_guidance_config
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ class GuidedTranslationConfig(TranslationConfig, GuidanceConfig):
 
 
 @register_task("guided_translation", dataclass=GuidedTranslationConfig)
-class GuidedTranslationTask(TranslationTask):
+class GuidedTranslationTask(GuidedTaskMixin, TranslationTask):
     """Translation whose optimizer hyper-parameters are learned from a held-out split."""
 
     cfg: GuidedTranslationConfig
@@ -42,14 +42,3 @@ class GuidedTranslationTask(TranslationTask):
             if len(task.dataset(cfg.guidance_subset)) == 0:
                 raise ValueError(f"--guidance-subset {cfg.guidance_subset!r} is empty")
         return task
-
-    def begin_epoch(self, epoch, model):
-        super().begin_epoch(epoch, model)
-        self.guidance.set_epoch(epoch)
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        self.guidance.guided_optimizer(optimizer)  # refuse a stock optimizer before any update
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-
-    def optimizer_step(self, optimizer, model, update_num):
-        self.guidance.optimizer_step(optimizer, model, update_num)

@@ -1,0 +1,1 @@
+"""Model architectures for guided runs (fairseq imports this folder for --user-dir)."""
