@@ -191,7 +191,7 @@ class GuidanceRunner:
         guided = self.guided_optimizer(optimizer)
         is_meta_step = update_num % self.cfg.guidance_interval == 0 and guided.learned.names
         if self.cfg.guidance_source == "train":
-            guided.keep_step_grad = True
+            guided.keep_step_grad = bool(guided.learned.names)  # a gradient copy only if used
             if is_meta_step and update_num > 0:
                 self._train_batch_meta_step(guided, optimizer)
             optimizer.step()
