@@ -42,12 +42,13 @@ class Preset:
 
 PRE_NORM = "--encoder-normalize-before --decoder-normalize-before --share-all-embeddings"
 PRESETS = {
-    # 1.5M parameters, 8k joint vocab: 8 runs and their evaluation fit 45 min on 2 cores.
+    # 1.5M parameters, 8k joint vocab: 8 runs and their evaluation fit 45 min on 2 cores
+    # (measured: 0.67 s a baseline update, 0.84 s a guided one, with a 1k-token guide batch).
     "cpu": Preset(model=f"--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 "
                         f"--decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 "
                         f"--encoder-attention-heads 4 --decoder-attention-heads 4 {PRE_NORM}",
-                  max_tokens=4096, guidance_max_tokens=1024, max_update=400, lr=0.01, warmup=120,
-                  meta_lr=3e-3, validate_every=100, seeds=(1, 2), vocab_size=8000),
+                  max_tokens=4096, guidance_max_tokens=1024, max_update=340, lr=0.01, warmup=100,
+                  meta_lr=3e-3, validate_every=85, seeds=(1, 2), vocab_size=8000),
     # ~121M parameters as in the paper (6+6 layers, 768 wide, 32k joint vocab), LAMB, fp16.
     "gpu": Preset(model=f"--arch transformer --encoder-layers 6 --decoder-layers 6 --encoder-embed-dim 768 "
                         f"--decoder-embed-dim 768 --encoder-ffn-embed-dim 3072 --decoder-ffn-embed-dim 3072 "
