@@ -40,7 +40,7 @@ def test_two_workers_match_one_process_with_the_same_global_batches(corpus_with_
                         "--ddp-backend", "legacy_ddp", batching=("--batch-size", "8"))
         procs.append(subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, env=ENV))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    outputs = [p.communicate(timeout=1800)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
     ddp = json_logs(outputs[0])
     assert len(ddp) == 12
