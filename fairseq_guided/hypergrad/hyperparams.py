@@ -128,6 +128,7 @@ class LearnedHyperParams:
         self.exp_avg_sq = torch.zeros(k, **f64)
         self.steps = torch.zeros(k, **f64)  # per value: a skipped (non-finite) step does not count
         self.nonfinite_count = torch.zeros(k, **f64)
+        self._nonneg = torch.tensor([kind == "nonneg_linear" for kind in self.kinds], device=dev)
         self._refresh()
 
     def _refresh(self):
@@ -148,7 +149,7 @@ class LearnedHyperParams:
         return self._values[self.names.index(name)]
 
     def to(self, device):
-        for key in ("steepness", "raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):
+        for key in ("steepness", "raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count", "_nonneg"):
             setattr(self, key, getattr(self, key).to(device))
         self._refresh()
         return self
@@ -176,8 +177,8 @@ class LearnedHyperParams:
         m_hat = exp_avg / (1 - m.beta1**safe_steps)
         v_hat = exp_avg_sq / (1 - m.beta2**safe_steps)
         raw = torch.where(finite, self.raw - m.lr * m_hat / (v_hat.sqrt() + m.eps), self.raw)
-        nonneg = torch.tensor([k == "nonneg_linear" for k in self.kinds], device=raw.device)
-        self.raw = torch.where(nonneg, raw.clamp(min=0), raw)
+        # built once: a host-to-device copy per meta step would cost a sync on CUDA
+        self.raw = torch.where(self._nonneg, raw.clamp(min=0), raw)
         self.exp_avg, self.exp_avg_sq, self.steps = exp_avg, exp_avg_sq, steps
         self.nonfinite_count = self.nonfinite_count + (~finite).to(self.steps.dtype)
         self._refresh()
