@@ -156,9 +156,10 @@ def evaluate(data: Path, raw: Path, run_dir: Path, preset: Preset, echo=False) -
         raise SystemExit(f"{run_dir}: {len(hyps)} hypotheses for {len(refs)} references")
     ordered = [hyps[i] for i in range(len(refs))]
     (run_dir / f"test.hyp.{tgt}").write_text("\n".join(ordered) + "\n")
-    bleu = sacrebleu.corpus_bleu(ordered, [refs])
+    metric = sacrebleu.BLEU()
+    bleu = metric.corpus_score(ordered, [refs])
     result = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    result.update(bleu=bleu.score, bleu_signature=str(bleu.format(signature=True)))
+    result.update(bleu=bleu.score, bleu_signature=str(metric.get_signature()))
     (run_dir / "run.json").write_text(json.dumps(result, indent=1))
     return bleu.score
 
