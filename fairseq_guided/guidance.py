@@ -233,9 +233,9 @@ class GuidanceRunner:
         def hook_for(slot):
             def hook(param):
                 # Fold this tensor's guidance gradient into the dot products as soon as the
-                # backward produces it, then free it: no second gradient buffer lives.
-                guide_grad = param.grad.float() / scale
-                total[0] = total[0] + guided.hyper_dots(slot.group_index, slot.owner, guide_grad,
+                # backward produces it, then free it: no second gradient buffer lives. The
+                # dots are linear in it, so the loss scale comes off their sum, once.
+                total[0] = total[0] + guided.hyper_dots(slot.group_index, slot.owner, param.grad.float(),
                                                         grad=slot.train_grad, region=slot.region)
                 param.grad = None
             return hook
@@ -266,7 +266,7 @@ class GuidanceRunner:
             for p, g in zip(params, stashed_grads):
                 p.grad = g
         k = len(guided.learned.names)
-        stats = torch.cat([total[0], loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
+        stats = torch.cat([total[0] / scale, loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
                            ntokens.to(device=device, dtype=torch.float64).reshape(1), guided.learned.raw])
         world = dist_utils.get_data_parallel_world_size()
         if world > 1:

@@ -15,6 +15,8 @@ import fairseq_guided  # noqa: F401 (registers the guided optimizers)
 from fairseq_guided.hypergrad.reference import lamb_reference
 
 STEPS = 20
+# both update paths: foreach kernels over all tensors (default) and fairseq's per-tensor loop
+UPDATE_PATHS = pytest.mark.parametrize("per_tensor_loop", [False, True], ids=["foreach", "per-tensor"])
 
 
 def small_model(seed=0):
@@ -40,13 +42,15 @@ def train(model, optimizer, data, lr_schedule=lambda i: 0.01 * (i + 1) / STEPS):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def test_guided_adam_learning_nothing_equals_fairseq_adam():
+@UPDATE_PATHS
+def test_guided_adam_learning_nothing_equals_fairseq_adam(per_tensor_loop):
     data = batches()
     flags = dict(adam_betas="(0.85, 0.98)", adam_eps=1e-6, weight_decay=0.01)
     stock_model, guided_model = small_model(), small_model()
     stock = fairseq_optimizer("adam", list(stock_model.parameters()), use_old_adam=True, tpu=False,
                              **flags)
-    guided = fairseq_optimizer("guided_adam", list(guided_model.parameters()), **flags)
+    guided = fairseq_optimizer("guided_adam", list(guided_model.parameters()),
+                               guided_per_tensor_loop=per_tensor_loop, **flags)
     assert type(stock._optimizer).__module__ == "fairseq.optim.adam"
     for a, b in zip(train(stock_model, stock, data), train(guided_model, guided, data)):
         assert torch.equal(a, b)
@@ -66,13 +70,15 @@ def test_guided_adafactor_learning_nothing_equals_fairseq_adafactor(beta1):
         assert torch.equal(a, b)
 
 
-def test_guided_lamb_learning_nothing_follows_the_lamb_formula_in_float64():
+@UPDATE_PATHS
+def test_guided_lamb_learning_nothing_follows_the_lamb_formula_in_float64(per_tensor_loop):
     data = [(x.double(), y.double()) for x, y in batches()]
     model = small_model().double()
     ref_params = [p.detach().clone() for p in model.parameters()]
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in ref_params]
     optimizer = fairseq_optimizer("guided_lamb", list(model.parameters()), lamb_betas="(0.9, 0.99)",
-                                  lamb_eps=1e-6, weight_decay=0.01)
+                                  lamb_eps=1e-6, weight_decay=0.01,
+                                  guided_per_tensor_loop=per_tensor_loop)
     ref_model = copy.deepcopy(model)
     for i, (x, y) in enumerate(data):
         lr = 0.01 * (i + 1) / STEPS

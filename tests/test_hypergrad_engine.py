@@ -18,6 +18,8 @@ FIXED = {
                       clip_threshold=1.0, decay_rate=-0.8, eps1=1e-30),
 }
 CASES = [(opt, name) for opt, cls in OPTIMIZERS.items() for name in cls.learnable()]
+# foreach=True batches the update over tensors (the default); False loops tensor by tensor
+UPDATE_PATHS = pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "per-tensor"])
 
 
 def make_problem(dtype, seed=0):
@@ -42,17 +44,17 @@ def grads_at(params, batch):
     return torch.autograd.grad(loss_fn(params, batch), params)
 
 
-def build(opt, names, params):
+def build(opt, names, params, foreach=True):
     fixed = FIXED[opt]
     init = {"alpha": 1.3, **{k: v for k, v in fixed.items() if k in OPTIMIZERS[opt].learnable()}}
     learned = LearnedHyperParams(names, init, {n: 1.0 for n in names}, MetaAdamConfig())
-    return OPTIMIZERS[opt](params, learned, lr=SCHED_LR, **fixed)
+    return OPTIMIZERS[opt](params, learned, lr=SCHED_LR, foreach=foreach, **fixed)
 
 
-def warmed_up(opt, names, dtype):
+def warmed_up(opt, names, dtype, foreach=True):
     """Optimizer after 3 real steps, the next training gradient set on .grad."""
     params, batches = make_problem(dtype)
-    optimizer = build(opt, names, params)
+    optimizer = build(opt, names, params, foreach)
     for batch in batches[:3]:
         for p, g in zip(params, grads_at(params, batch)):
             p.grad = g
@@ -78,8 +80,8 @@ def reference_guidance_loss(opt, params_before, grads, states, hp):
     return new
 
 
-def run_case(opt, names, dtype):
-    optimizer, params, batches = warmed_up(opt, names, dtype)
+def run_case(opt, names, dtype, foreach=True):
+    optimizer, params, batches = warmed_up(opt, names, dtype, foreach)
     before = [p.detach().to(torch.float64).clone() for p in params]
     grads = [p.grad.to(torch.float64).clone() for p in params]
     states = [{k: (v.to(torch.float64).clone() if torch.is_tensor(v) else v)
@@ -116,24 +118,27 @@ def rel_err(a, b):
     return abs(a - b) / max(abs(b), 1e-12)
 
 
+@UPDATE_PATHS
 @pytest.mark.parametrize("opt,name", CASES, ids=[f"{o}-{n}" for o, n in CASES])
-def test_hypergradient_float64_matches_autograd_and_finite_differences(opt, name):
-    fast, autograd, fd = run_case(opt, [name], torch.float64)
+def test_hypergradient_float64_matches_autograd_and_finite_differences(opt, name, foreach):
+    fast, autograd, fd = run_case(opt, [name], torch.float64, foreach)
     assert abs(autograd[0]) > 1e-8, "degenerate case: the hypergradient is zero"
     assert rel_err(fast[0], autograd[0]) <= 1e-6, (fast, autograd)
     assert rel_err(fd[0], autograd[0]) <= 1e-4, (fd, autograd)
 
 
+@UPDATE_PATHS
 @pytest.mark.parametrize("opt,name", CASES, ids=[f"{o}-{n}" for o, n in CASES])
-def test_hypergradient_float32_matches_float64_autograd(opt, name):
-    fast, autograd, _ = run_case(opt, [name], torch.float32)
+def test_hypergradient_float32_matches_float64_autograd(opt, name, foreach):
+    fast, autograd, _ = run_case(opt, [name], torch.float32, foreach)
     assert rel_err(fast[0], autograd[0]) <= 1e-3, (fast, autograd)
 
 
+@UPDATE_PATHS
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-def test_all_hyperparameters_learned_together(opt):
+def test_all_hyperparameters_learned_together(opt, foreach):
     names = list(OPTIMIZERS[opt].learnable())
-    fast, autograd, _ = run_case(opt, names, torch.float64)
+    fast, autograd, _ = run_case(opt, names, torch.float64, foreach)
     for n, f, a in zip(names, fast, autograd):
         assert rel_err(f, a) <= 1e-6, (n, f, a)
 
@@ -175,11 +180,12 @@ def test_train_batch_mode_differentiates_the_previous_update():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
 
 
+@UPDATE_PATHS
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-def test_hypergradients_are_finite_when_the_scheduled_lr_is_zero(opt):
+def test_hypergradients_are_finite_when_the_scheduled_lr_is_zero(opt, foreach):
     """A warm-up from 0 makes the first update's lr 0: nothing may divide by it."""
     params, batches = make_problem(torch.float64)
-    optimizer = build(opt, list(OPTIMIZERS[opt].learnable()), params)
+    optimizer = build(opt, list(OPTIMIZERS[opt].learnable()), params, foreach)
     for group in optimizer.param_groups:
         group["lr"] = 0.0
     for p, g in zip(params, grads_at(params, batches[0])):

@@ -15,6 +15,7 @@ import torch
 
 from ._ops import add_scaled_, add_scaled_product_, add_scaled_ratio_, decay_, is_number
 from ._ops import dot as _dot
+from ._ops import foreach_add_scaled_ratio_, foreach_decay_, foreach_ema_, foreach_ema_square_
 
 HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
@@ -24,11 +25,26 @@ def adam_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)
     add_scaled_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
     denom = exp_avg_sq.sqrt().add_(eps)
+    decay_(param, weight_decay, lr)
+    add_scaled_ratio_(param, exp_avg, denom, -_step_size(lr, beta1, beta2, step))
+
+
+def adam_step_foreach_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+                       weight_decay):
+    """adam_step_ for lists of tensors that share device, dtype and step count: the same
+    arithmetic as a few foreach kernels over all of them."""
+    foreach_ema_(exp_avgs, grads, beta1)
+    foreach_ema_square_(exp_avg_sqs, grads, beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denoms, eps)
+    foreach_decay_(params, weight_decay, lr)
+    foreach_add_scaled_ratio_(params, exp_avgs, denoms, -_step_size(lr, beta1, beta2, step))
+
+
+def _step_size(lr, beta1, beta2, step):
     bias_correction2 = 1 - beta2**step
     sqrt_bc2 = math.sqrt(bias_correction2) if is_number(bias_correction2) else bias_correction2.sqrt()
-    step_size = lr * sqrt_bc2 / (1 - beta1**step)
-    decay_(param, weight_decay, lr)
-    add_scaled_ratio_(param, exp_avg, denom, -step_size)
+    return lr * sqrt_bc2 / (1 - beta1**step)
 
 
 def adam_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
@@ -53,7 +69,11 @@ def adam_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, l
     g_dir = _dot(G, adam_dir)
     g_theta = None
     out = []
+    no_decay = is_number(weight_decay) and weight_decay == 0
     for name in names:
+        if name == "lr" and no_decay:
+            out.append(-c * g_dir)  # the common case: no <G, theta> needed
+            continue
         if name in ("lr", "weight_decay") and g_theta is None:
             g_theta = (_dot(G, param) + lr * c * g_dir) / (1 - lr * weight_decay)
         if name == "lr":

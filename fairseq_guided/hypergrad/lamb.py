@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import add_scaled_, add_scaled_product_
+from ._ops import add_scaled_, add_scaled_product_, is_number
 from ._ops import dot as _dot
+from ._ops import foreach_ema_, foreach_ema_square_
 
 HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
@@ -37,6 +38,32 @@ def lamb_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     update = ratio + weight_decay * param
     trust = _trust_ratio(param.norm(), update.norm())
     param.sub_(lr * trust * update)
+    return trust
+
+
+def lamb_step_foreach_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+                       weight_decay):
+    """lamb_step_ for lists of tensors that share device, dtype and step count; returns
+    their trust ratios as one (N,) tensor. The per-tensor norms come from one foreach
+    kernel and the trust ratios stay on the device."""
+    foreach_ema_(exp_avgs, grads, beta1)
+    foreach_ema_square_(exp_avg_sqs, grads, beta2)
+    updates = torch._foreach_div(exp_avgs, 1 - beta1**step)  # m^, becomes u below
+    denoms = torch._foreach_div(exp_avg_sqs, 1 - beta2**step)
+    torch._foreach_sqrt_(denoms)
+    torch._foreach_add_(denoms, eps)
+    torch._foreach_div_(updates, denoms)
+    del denoms
+    if is_number(weight_decay):
+        if weight_decay != 0:
+            torch._foreach_add_(updates, params, alpha=weight_decay)
+    else:
+        torch._foreach_add_(updates, torch._foreach_mul(params, weight_decay))
+    param_norms = torch.stack(torch._foreach_norm(params))
+    update_norms = torch.stack(torch._foreach_norm(updates))
+    trust = _trust_ratio(param_norms, update_norms)
+    torch._foreach_mul_(updates, list((-lr * trust).unbind(0)))
+    torch._foreach_add_(params, updates)
     return trust
 
 

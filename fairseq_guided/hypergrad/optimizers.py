@@ -27,8 +27,13 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
     def learnable(cls) -> tuple[str, ...]:
         return ("alpha",) + cls.FIXED_HPARAMS
 
-    def __init__(self, params, defaults, learned: LearnedHyperParams, keep_step_grad=False):
+    def __init__(self, params, defaults, learned: LearnedHyperParams, keep_step_grad=False,
+                 foreach=True):
         super().__init__(params, defaults)
+        # foreach: update all tensors of a group that share device, dtype and step count
+        # with one kernel per operation (torch's foreach ops), not a loop over tensors
+        self.foreach = foreach
+        self._dots_cache = (None, {})
         unknown = [n for n in learned.names if n not in self.learnable()]
         if unknown:
             raise ValueError(f"{type(self).__name__} cannot learn {unknown}; it can learn {self.learnable()}")
@@ -64,30 +69,43 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            hp_by_dtype = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                # --memory-efficient-fp16 hands over half-precision parameters: update
-                # an fp32 copy with fp32 state, as fairseq's own optimizers do
-                low = p.dtype in LOW_PRECISION
-                p32 = p.data.float() if low else p
-                grad = p.grad.float() if low else p.grad
-                if p32.dtype not in hp_by_dtype:
-                    hp_by_dtype[p32.dtype] = self.hparams(group, p32.dtype)
-                state = self.state[p]
-                if not state:
-                    self.init_state(p32, state, group)
-                self.update_one(p32, grad, state, group, hp_by_dtype[p32.dtype])
-                if low:
-                    p.data.copy_(p32)
-                if self.keep_step_grad:
-                    state["step_grad"] = grad.detach().clone()
+            for (dtype, _device, _step), batch in self._batches(group).items():
+                hp = self.hparams(group, dtype)
+                if self.foreach:
+                    self.update_many([b[1] for b in batch], [b[2] for b in batch],
+                                     [b[3] for b in batch], group, hp)
+                else:
+                    for _, p32, grad, state in batch:
+                        self.update_one(p32, grad, state, group, hp)
+                for p, p32, grad, state in batch:
+                    if p32 is not p:
+                        p.data.copy_(p32)
+                    if self.keep_step_grad:
+                        state["step_grad"] = grad.detach().clone()
         self.last_step_lrs = [g["lr"] for g in self.param_groups]
         self.step_count += 1
         return loss
+
+    def _batches(self, group):
+        """The group's tensors with a gradient, as (param, fp32 view or copy, grad, state),
+        batched by what one foreach call needs in common: dtype, device and step count."""
+        batches = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            # --memory-efficient-fp16 hands over half-precision parameters: update an fp32
+            # copy with fp32 state, as fairseq's own optimizers do
+            low = p.dtype in LOW_PRECISION
+            p32 = p.data.float() if low else p
+            grad = p.grad.float() if low else p.grad
+            state = self.state[p]
+            if not state:
+                self.init_state(p32, state, group)
+            key = (p32.dtype, p32.device, state["step"])
+            batches.setdefault(key, []).append((p, p32, grad, state))
+        return batches
 
     # -- its derivative -----------------------------------------------------------------
     def math_names(self):
@@ -123,7 +141,7 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         if param.dtype in LOW_PRECISION:
             param, grad = param.float(), grad.float()
         sched_lr = self.last_step_lrs[group_index]
-        hp = self.hparams(group, param.dtype, lr=sched_lr)
+        hp = self._hparams_for_dots(group_index, param.dtype, sched_lr)
         dots = self.dots_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp)
         if not dots:
             return torch.zeros(0, dtype=torch.float64, device=param.device)
@@ -132,6 +150,17 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
             i = self.learned.names.index("alpha")
             dots[i] = dots[i] * sched_lr  # d theta'/d alpha = sched_lr * d theta'/d lr
         return dots
+
+    def _hparams_for_dots(self, group_index, dtype, sched_lr):
+        # hyper_dots runs once per tensor: convert the learned values once per meta step,
+        # not once per tensor (each conversion is a kernel launch on the device)
+        values = self.learned.values()
+        if self._dots_cache[0] is not values:
+            self._dots_cache = (values, {})
+        key = (group_index, dtype, sched_lr)
+        if key not in self._dots_cache[1]:
+            self._dots_cache[1][key] = self.hparams(self.param_groups[group_index], dtype, lr=sched_lr)
+        return self._dots_cache[1][key]
 
     def hypergradient(self, guide_grads):
         """Sum of hyper_dots over `stepped_params()`; guide_grads aligned with them."""
@@ -170,6 +199,12 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
     def update_one(self, p, grad, state, group, hp):
         raise NotImplementedError
 
+    def update_many(self, params, grads, states, group, hp):
+        """update_one over tensors that share dtype, device and step count; an optimizer
+        with foreach kernels overrides it."""
+        for p, grad, state in zip(params, grads, states):
+            self.update_one(p, grad, state, group, hp)
+
     def dots_one(self, names, guide_grad, p, grad, state, group, hp):
         raise NotImplementedError
 
@@ -181,13 +216,18 @@ class GuidedAdam(GuidedOptimizerBase):
     ELEMENTWISE = True
 
     def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                 weight_decay=0.0, keep_step_grad=False):
+                 weight_decay=0.0, keep_step_grad=False, foreach=True):
         defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, learned, keep_step_grad)
+        super().__init__(params, defaults, learned, keep_step_grad, foreach)
 
     def update_one(self, p, grad, state, group, hp):
         state["step"] += 1
         adam.adam_step_(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp)
+
+    def update_many(self, params, grads, states, group, hp):
+        step = _advance_steps(states)
+        adam.adam_step_foreach_(params, grads, [s["exp_avg"] for s in states],
+                                [s["exp_avg_sq"] for s in states], step, **hp)
 
     def dots_one(self, names, guide_grad, p, grad, state, group, hp):
         return adam.adam_hyper_dots(
@@ -201,15 +241,22 @@ class GuidedLamb(GuidedOptimizerBase):
     FIXED_HPARAMS = ("beta1", "beta2", "eps", "weight_decay")
 
     def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
-                 weight_decay=0.0, keep_step_grad=False):
+                 weight_decay=0.0, keep_step_grad=False, foreach=True):
         defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, learned, keep_step_grad)
+        super().__init__(params, defaults, learned, keep_step_grad, foreach)
 
     def update_one(self, p, grad, state, group, hp):
         state["step"] += 1
         state["trust_ratio"] = lamb.lamb_step_(
             p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp
         )
+
+    def update_many(self, params, grads, states, group, hp):
+        step = _advance_steps(states)
+        trust = lamb.lamb_step_foreach_(params, grads, [s["exp_avg"] for s in states],
+                                        [s["exp_avg_sq"] for s in states], step, **hp)
+        for state, ratio in zip(states, trust.unbind(0)):
+            state["trust_ratio"] = ratio
 
     def dots_one(self, names, guide_grad, p, grad, state, group, hp):
         return lamb.lamb_hyper_dots(
@@ -225,11 +272,12 @@ class GuidedAdafactor(GuidedOptimizerBase):
 
     def __init__(self, params, learned, lr=1e-3, beta1=None, weight_decay=0.0, eps1=1e-30,
                  eps2=1e-3, clip_threshold=1.0, decay_rate=-0.8, scale_parameter=False,
-                 keep_step_grad=False):
+                 keep_step_grad=False, foreach=True):
         defaults = dict(lr=lr, beta1=beta1, weight_decay=weight_decay, eps1=eps1, eps2=eps2,
                         clip_threshold=clip_threshold, decay_rate=decay_rate,
                         scale_parameter=scale_parameter)
-        super().__init__(params, defaults, learned, keep_step_grad)
+        # factored moments and per-tensor clipping: the update stays a per-tensor loop
+        super().__init__(params, defaults, learned, keep_step_grad, foreach)
 
     def _options(self, group, *keys):
         return {k: group[k] for k in keys}
@@ -248,6 +296,14 @@ class GuidedAdafactor(GuidedOptimizerBase):
             names, guide_grad, p, grad, state, **hp,
             **self._options(group, "eps2", "clip_threshold", "scale_parameter"),
         )
+
+
+def _advance_steps(states):
+    """Count one more step in every state of a batch (they share the count) and return it."""
+    step = states[0]["step"] + 1
+    for state in states:
+        state["step"] = step
+    return step
 
 
 OPTIMIZERS = {"adam": GuidedAdam, "lamb": GuidedLamb, "adafactor": GuidedAdafactor}

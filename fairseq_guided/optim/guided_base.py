@@ -31,7 +31,8 @@ class GuidedFairseqOptimizer(FairseqOptimizer):
         if params:
             first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
             learned.to(first.device)
-        self._optimizer = self.torch_class(params, learned, **fixed)
+        self._optimizer = self.torch_class(params, learned, **fixed,
+                                           foreach=not cfg.guided_per_tensor_loop)
 
     def validate(self, fixed: dict) -> None:
         """Refuse out-of-range fixed settings before training starts."""

@@ -45,6 +45,12 @@ class GuidedHyperConfig(FairseqDataclass):
                               "as NAME=S,NAME=S; unnamed ones use 1. It multiplies that value's "
                               "effective meta learning rate; > 0"}
     )
+    guided_per_tensor_loop: bool = field(
+        default=False, metadata={"help": "update each parameter tensor with its own kernels, as "
+                                 "fairseq's own adam does, instead of one foreach kernel per "
+                                 "operation over all tensors of a dtype (the default, faster "
+                                 "on a GPU)"}
+    )
 
 
 def _parse_betas(text: str) -> tuple[float, float]:
