@@ -20,9 +20,10 @@ HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
 def _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps):
+    """m^, sqrt(v^) and m^ / (sqrt(v^) + eps)."""
     m_hat = exp_avg / (1 - beta1**step)
-    v_hat = exp_avg_sq / (1 - beta2**step)
-    return m_hat, v_hat, m_hat / (v_hat.sqrt() + eps)
+    sqrt_v = (exp_avg_sq / (1 - beta2**step)).sqrt_()
+    return m_hat, sqrt_v, m_hat / (sqrt_v + eps)
 
 
 def _trust_ratio(param_norm, update_norm):
@@ -69,20 +70,28 @@ def lamb_step_foreach_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, be
 
 def lamb_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, trust, lr, beta1,
                     beta2, eps, weight_decay):
-    """<guide_grad, d theta'/d h> for h in names, from the post-step tensors and trust ratio."""
-    m_hat, v_hat, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
-    theta = (param + lr * trust * ratio) / (1 - lr * trust * weight_decay)
-    update = ratio + weight_decay * theta
-    # T varies with the hyper-parameter only when it came from the two norms.
-    uses_norms = (theta.norm() > 0) & (update.norm() > 0)
-    update_sq = _dot(update, update)
+    """<guide_grad, d theta'/d h> for h in names, from the post-step tensors and trust ratio.
+
+    theta' = theta - lr T u with u = ratio + wd theta gives u = (ratio + wd theta') /
+    (1 - wd lr T): the update is recovered without the pre-step parameter, which is
+    formed only when another name than lr needs the trust ratio's derivative.
+    """
+    m_hat, sqrt_v, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
+    if is_number(weight_decay) and weight_decay == 0:
+        update = ratio
+    else:
+        update = (ratio + weight_decay * param) / (1 - weight_decay * lr * trust)
     g_dot_u = _dot(guide_grad, update)
     out = []
+    if any(name != "lr" for name in names):
+        theta = param + lr * trust * update
+        update_sq = _dot(update, update)
+        # T varies with the hyper-parameter only when it came from the two norms.
+        uses_norms = (theta.norm() > 0) & (update_sq > 0)
     for name in names:
         if name == "lr":
             out.append(-trust * g_dot_u)
             continue
-        sqrt_v = v_hat.sqrt()
         if name == "weight_decay":
             du = theta
         elif name == "eps":
