@@ -67,3 +67,20 @@ def test_meta_interval_and_train_batch_guidance(tiny_corpus, tmp_path):
     betas = [float(r["guided_beta1"]) for r in rows]
     assert betas[0] == pytest.approx(0.9, abs=1e-6)  # nothing to differentiate at update 1
     assert betas[-1] != betas[0]
+
+
+def test_guidance_time_pass_logs_timings_and_leaves_training_unchanged(tiny_corpus, tmp_path):
+    """The benchmark's --guidance-time-pass: each meta step and one plain pass of the
+    guidance batch are timed and logged, and training follows the untimed run exactly."""
+    flags = ["--optimizer", "guided_adam", "--lr", "0.005", "--guided-hparams", "alpha,beta1",
+             "--guided-meta-lr", "0.01", "--max-update", "8", "--guidance-interval", "2"]
+    plain = json_logs(run(train_cmd(tiny_corpus, tmp_path / "plain", *flags)).stdout)
+    timed_out = run(train_cmd(tiny_corpus, tmp_path / "timed", *flags, "--guidance-time-pass"))
+    assert timed_out.returncode == 0, timed_out.stdout[-3000:]
+    timed = json_logs(timed_out.stdout)
+    assert len(plain) == len(timed) == 8
+    for a, b in zip(plain, timed):
+        for key in ("loss", "guided_alpha", "guided_beta1"):
+            assert a[key] == b[key], (key, a, b)
+    meta_rows = [r for r in timed if (int(r["num_updates"]) - 1) % 2 == 0]
+    assert all(float(r["guide_meta_ms"]) > 0 and float(r["guide_pass_ms"]) > 0 for r in meta_rows)
