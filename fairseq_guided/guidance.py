@@ -215,11 +215,11 @@ class GuidanceRunner:
         # the guidance gradient for the previous update, which made theta_t. fairseq's fp16
         # wrappers apply the pending 1/(loss scale x sample size) factor only in step().
         pending = getattr(optimizer, "_multiply_factor", 1.0)
-        total = torch.zeros(len(guided.learned.names), dtype=torch.float64, device=guided.learned.device)
+        rows = guided.hypergradient_rows()
         for gi, p in guided.stepped_params():
             if p.grad is not None and "step_grad" in guided.state[p]:
-                total = total + guided.hyper_dots(gi, p, p.grad.float() * pending)
-        self._apply(guided, total)
+                rows.add(gi, p, p.grad.float())
+        self._apply(guided, rows.total() * pending)
 
     def _heldout_meta_step(self, guided, optimizer, model, update_num):
         module = unwrap_model(model)  # a DDP wrapper would all-reduce: skip it
@@ -231,15 +231,15 @@ class GuidanceRunner:
             raise RuntimeError("cannot find the tensors the guided optimizer updated for this "
                                f"model under {type(optimizer).__name__}")
         scale = guidance_loss_scale(optimizer)
-        total = [torch.zeros(len(guided.learned.names), dtype=torch.float64, device=device)]
+        rows = guided.hypergradient_rows()
 
         def hook_for(slot):
             def hook(param):
-                # Fold this tensor's guidance gradient into the dot products as soon as the
+                # Fold this tensor's guidance gradient into its dot products as soon as the
                 # backward produces it, then free it: no second gradient buffer lives. The
                 # dots are linear in it, so the loss scale comes off their sum, once.
-                total[0] = total[0] + guided.hyper_dots(slot.group_index, slot.owner, param.grad.float(),
-                                                        grad=slot.train_grad, region=slot.region)
+                rows.add(slot.group_index, slot.owner, param.grad.float(), grad=slot.train_grad,
+                         region=slot.region)
                 param.grad = None
             return hook
 
@@ -269,7 +269,7 @@ class GuidanceRunner:
             for p, g in zip(params, stashed_grads):
                 p.grad = g
         k = len(guided.learned.names)
-        stats = torch.cat([total[0] / scale, loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
+        stats = torch.cat([rows.total() / scale, loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
                            ntokens.to(device=device, dtype=torch.float64).reshape(1), guided.learned.raw])
         world = dist_utils.get_data_parallel_world_size()
         if world > 1:

@@ -205,3 +205,27 @@ def test_alpha_hypergradient_without_weight_decay(opt, foreach, monkeypatch):
         for n, f, a, d in zip(names, fast, autograd, fd):
             assert rel_err(f, a) <= 1e-6, (n, f, a)
             assert rel_err(d, a) <= 1e-4, (n, d, a)
+
+
+@UPDATE_PATHS
+def test_adafactor_without_parameter_scaling(foreach, monkeypatch):
+    """scale_parameter=False (fairseq's default with an explicit lr): lr_p = lr."""
+    monkeypatch.setitem(FIXED, "adafactor", dict(FIXED["adafactor"], scale_parameter=False))
+    names = list(OPTIMIZERS["adafactor"].learnable())
+    fast, autograd, fd = run_case("adafactor", names, torch.float64, foreach)
+    for n, f, a, d in zip(names, fast, autograd, fd):
+        assert rel_err(f, a) <= 1e-6, (n, f, a)
+        assert rel_err(d, a) <= 1e-4, (n, d, a)
+
+
+def test_lamb_state_saved_without_the_trust_flag_gives_the_same_hypergradient():
+    """A LAMB state from before `trust_from_norms` was kept (an older checkpoint)
+    recovers the flag from theta and gives the same hypergradient."""
+    names = list(OPTIMIZERS["lamb"].learnable())
+    optimizer, params, batches = warmed_up("lamb", names, torch.float64)
+    optimizer.step()
+    guide = grads_at(params, batches[5])
+    with_flag = optimizer.hypergradient(guide)
+    for p in params:
+        del optimizer.state[p]["trust_from_norms"]
+    torch.testing.assert_close(optimizer.hypergradient(guide), with_flag, rtol=1e-12, atol=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import add_scaled_, decay_
+from ._ops import add_scaled_, decay_, is_number
 from ._ops import dot as _dot
 
 HYPERPARAMS = ("lr", "beta1", "weight_decay")
@@ -83,28 +83,64 @@ def adafactor_step_(param, grad, state, lr, beta1, weight_decay, *, eps1, eps2, 
     param.add_(-update)
 
 
-def adafactor_hyper_dots(names, guide_grad, param, grad, state, lr, beta1, weight_decay, *,
-                         eps2, clip_threshold, scale_parameter):
-    """<guide_grad, d theta'/d h> for h in names, from the post-step tensor and state."""
-    lr_scale = param_lr(1.0, state, scale_parameter, eps2)  # lr_p = lr * lr_scale
-    lr_p = lr * lr_scale
+def _columns(names, beta1, weight_decay, scale_parameter):
+    cols = ["scaled"]
+    decays = not (is_number(weight_decay) and weight_decay == 0)
+    if "weight_decay" in names or decays:
+        cols.append("theta'")
+    if beta1 is not None:
+        cols.append("exp_avg")
+    if scale_parameter:
+        cols.append("lr_scale")
+    return cols
+
+
+def adafactor_dot_row(names, guide_grad, param, grad, state, beta1, weight_decay, *, eps2,
+                      clip_threshold, scale_parameter):
+    """One tensor's dot products with G, from the post-step tensor and state;
+    adafactor_combine turns the rows into the hypergradient. With lr_p = lr x s (s =
+    max(eps2, RMS(theta)) when scale_parameter, else 1) and S = s x clipped U, every
+    derivative is a combination of S, theta' and a' (the first moment, when kept)."""
+    G = guide_grad
+    lr_scale = param_lr(1.0, state, scale_parameter, eps2)
     scaled_update = _clip(_normalised_update(grad, state), clip_threshold) * lr_scale
-    step_update = scaled_update * lr  # lr_p U
-    applied = state["exp_avg"] if beta1 is not None else step_update
-    theta = (param + applied) / (1 - weight_decay * lr_p)
+    row = []
+    for col in _columns(names, beta1, weight_decay, scale_parameter):
+        if col == "scaled":
+            row.append(_dot(G, scaled_update))
+        elif col == "theta'":
+            row.append(_dot(G, param))
+        elif col == "exp_avg":
+            row.append(_dot(G, state["exp_avg"]))
+        else:
+            row.append(lr_scale.to(row[0].dtype))
+    return torch.stack(row)
+
+
+def adafactor_combine(names, rows, lr, beta1, weight_decay, *, scale_parameter):
+    """d L_guide / d h for h in names from the (N, R) rows of adafactor_dot_row (float64),
+    vectorised over the tensors (each has its own lr scale)."""
+    cols = dict(zip(_columns(names, beta1, weight_decay, scale_parameter), rows.unbind(1)))
+    g_s = cols["scaled"]
+    lr_scale = cols.get("lr_scale", 1.0)
+    g_step = lr * g_s  # <G, lr_p U>
+    g_applied = cols["exp_avg"] if beta1 is not None else g_step
+    if "theta'" in cols:
+        # theta' = theta (1 - wd lr_p) - a'
+        g_theta = (cols["theta'"] + g_applied) / (1 - weight_decay * lr * lr_scale)
     out = []
     for name in names:
         if name == "lr":
             keep = (1 - beta1) if beta1 is not None else 1.0
             # no division by lr: it is 0 at the first update of a warm-up from 0
-            d = -keep * scaled_update - weight_decay * lr_scale * theta
+            d = -keep * g_s - (weight_decay * lr_scale * g_theta if "theta'" in cols else 0.0)
         elif name == "weight_decay":
-            d = -lr_p * theta
+            d = -lr * lr_scale * g_theta
         elif name == "beta1":
             if beta1 is None:
                 raise ValueError("beta1 is learned only when Adafactor keeps a first moment")
-            d = -(state["exp_avg"] - step_update) / beta1  # -(a - lr_p U), a recovered from a'
+            d = -(g_applied - g_step) / beta1  # -(a - lr_p U), a recovered from a'
         else:
             raise KeyError(name)
-        out.append(_dot(guide_grad, d))
+        out.append(d.sum())
     return out

@@ -47,53 +47,73 @@ def _step_size(lr, beta1, beta2, step):
     return lr * sqrt_bc2 / (1 - beta1**step)
 
 
-def adam_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2,
-                    eps, weight_decay):
-    """<guide_grad, d theta'/d h> for h in names, from the post-step tensors.
+def _columns(names, weight_decay):
+    """Which per-tensor dot products the learned names need, in row order."""
+    decays = not (is_number(weight_decay) and weight_decay == 0)
+    cols = ["dir"]
+    if "weight_decay" in names or ("lr" in names and decays):
+        cols.append("theta")
+    cols += [c for c, n in (("grad", "beta1"), ("eps", "eps"), ("beta2", "beta2")) if n in names]
+    return cols
 
-    `param`, `exp_avg`, `exp_avg_sq` are the values the update left; `grad` is the
-    gradient it used. Returns a list of 0-d tensors in the order of `names`.
 
-    Every derivative is linear in a few tensors, so only their inner products with the
-    guidance gradient are formed (one fused dot each), never the derivative itself: the
-    pre-step parameter, for instance, enters only as <G, theta> = (<G, theta'> +
-    lr c <G, m'/D>) / (1 - lr wd).
+def adam_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, eps, weight_decay):
+    """One tensor's dot products with the guidance gradient G, from the post-step tensors
+    (`param`, `exp_avg`, `exp_avg_sq` as the update left them; `grad` the gradient it
+    used). adam_combine turns their sums into the hypergradient.
+
+    Every derivative of the update is a combination of a few tensors with coefficients
+    shared by all tensors of a step, so per tensor only <G, X> for those X is formed (one
+    fused dot each), never the derivative; all scalar algebra happens once per meta step.
     """
     G = guide_grad
+    denom = exp_avg_sq.sqrt().add_(eps)
+    adam_dir = exp_avg / denom  # m'/D
+    row = []
+    for col in _columns(names, weight_decay):
+        if col == "dir":
+            row.append(_dot(G, adam_dir))
+        elif col == "theta":
+            row.append(_dot(G, param))
+        elif col == "grad":
+            row.append(_dot(G, grad / denom))
+        elif col == "eps":
+            row.append(_dot(G, adam_dir / denom))
+        elif col == "beta2":
+            # beta2 x dD/d beta2 = (v' - g^2) / (2 sqrt v'), where v' > 0
+            sqrt_v = exp_avg_sq.sqrt()
+            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
+            d_denom = torch.where(sqrt_v > 0, (exp_avg_sq - grad * grad) / (2 * safe), 0.0)
+            row.append(_dot(G, adam_dir * d_denom / denom))
+    return torch.stack(row)
+
+
+def adam_combine(names, rows, step, lr, beta1, beta2, eps, weight_decay):
+    """d L_guide / d h for h in names from the (N, R) rows of adam_dot_row (float64)."""
+    sums = dict(zip(_columns(names, weight_decay), rows.sum(0).unbind(0)))
+    g_dir = sums["dir"]
     bc1 = 1 - beta1**step
     bc2 = 1 - beta2**step
     sqrt_bc2 = bc2**0.5
     c = sqrt_bc2 / bc1
-    denom = exp_avg_sq.sqrt().add_(eps)
-    adam_dir = exp_avg / denom  # m'/D
-    g_dir = _dot(G, adam_dir)
-    g_theta = None
+    if "theta" in sums:
+        # theta enters only as <G, theta> = (<G, theta'> + lr c <G, m'/D>) / (1 - lr wd)
+        g_theta = (sums["theta"] + lr * c * g_dir) / (1 - lr * weight_decay)
     out = []
-    no_decay = is_number(weight_decay) and weight_decay == 0
     for name in names:
-        if name == "lr" and no_decay:
-            out.append(-c * g_dir)  # the common case: no <G, theta> needed
-            continue
-        if name in ("lr", "weight_decay") and g_theta is None:
-            g_theta = (_dot(G, param) + lr * c * g_dir) / (1 - lr * weight_decay)
         if name == "lr":
-            out.append(-weight_decay * g_theta - c * g_dir)
+            out.append(-weight_decay * g_theta - c * g_dir if "theta" in sums else -c * g_dir)
         elif name == "weight_decay":
             out.append(-lr * g_theta)
         elif name == "eps":
-            out.append(lr * c * _dot(G, adam_dir / denom))
+            out.append(lr * c * sums["eps"])
         elif name == "beta1":
             # d m'/d b1 = m - g = (m' - g) / b1, recovered from m'
-            g_dm = _dot(G, (exp_avg - grad) / denom)
+            g_dm = g_dir - sums["grad"]
             out.append(-lr * sqrt_bc2 * (g_dm / (beta1 * bc1) + step * beta1 ** (step - 1) / bc1**2 * g_dir))
         elif name == "beta2":
-            # d v'/d b2 = v - g^2 = (v' - g^2) / b2;  d D / d b2 = that / (2 sqrt v')
-            sqrt_v = exp_avg_sq.sqrt()
-            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
-            d_denom = torch.where(sqrt_v > 0, (exp_avg_sq - grad * grad) / (beta2 * 2 * safe), 0.0)
             d_sqrt_bc2 = -step * beta2 ** (step - 1) / (2 * sqrt_bc2)
-            g_ddenom = _dot(G, adam_dir * d_denom / denom)
-            out.append(-lr / bc1 * (d_sqrt_bc2 * g_dir - sqrt_bc2 * g_ddenom))
+            out.append(-lr / bc1 * (d_sqrt_bc2 * g_dir - sqrt_bc2 * sums["beta2"] / beta2))
         else:
             raise KeyError(name)
     return out

@@ -20,33 +20,34 @@ HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
 def _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps):
-    """m^, sqrt(v^) and m^ / (sqrt(v^) + eps)."""
-    m_hat = exp_avg / (1 - beta1**step)
-    sqrt_v = (exp_avg_sq / (1 - beta2**step)).sqrt_()
-    return m_hat, sqrt_v, m_hat / (sqrt_v + eps)
+    """m^ / (sqrt(v^) + eps) and its denominator."""
+    denom = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
+    return exp_avg / (1 - beta1**step) / denom, denom
 
 
 def _trust_ratio(param_norm, update_norm):
+    """T, and whether it came from the two norms (else it is 1 and has no derivative)."""
     ok = (param_norm > 0) & (update_norm > 0)
-    return torch.where(ok, param_norm / torch.where(ok, update_norm, torch.ones_like(update_norm)), 1.0)
+    return torch.where(ok, param_norm / torch.where(ok, update_norm, torch.ones_like(update_norm)), 1.0), ok
 
 
 def lamb_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
-    """Update one tensor in place; returns its trust ratio (0-d tensor) for the state."""
+    """Update one tensor in place; returns its trust ratio and whether the norms set it
+    (0-d tensors, for the state)."""
     add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)
     add_scaled_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
-    _, _, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
+    ratio, _ = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
     update = ratio + weight_decay * param
-    trust = _trust_ratio(param.norm(), update.norm())
+    trust, from_norms = _trust_ratio(param.norm(), update.norm())
     param.sub_(lr * trust * update)
-    return trust
+    return trust, from_norms
 
 
 def lamb_step_foreach_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
                        weight_decay):
     """lamb_step_ for lists of tensors that share device, dtype and step count; returns
-    their trust ratios as one (N,) tensor. The per-tensor norms come from one foreach
-    kernel and the trust ratios stay on the device."""
+    their trust ratios and flags as (N,) tensors. The per-tensor norms come from one
+    foreach kernel and the trust ratios stay on the device."""
     foreach_ema_(exp_avgs, grads, beta1)
     foreach_ema_square_(exp_avg_sqs, grads, beta2)
     updates = torch._foreach_div(exp_avgs, 1 - beta1**step)  # m^, becomes u below
@@ -62,57 +63,88 @@ def lamb_step_foreach_(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, be
         torch._foreach_add_(updates, torch._foreach_mul(params, weight_decay))
     param_norms = torch.stack(torch._foreach_norm(params))
     update_norms = torch.stack(torch._foreach_norm(updates))
-    trust = _trust_ratio(param_norms, update_norms)
+    trust, from_norms = _trust_ratio(param_norms, update_norms)
     torch._foreach_mul_(updates, list((-lr * trust).unbind(0)))
     torch._foreach_add_(params, updates)
-    return trust
+    return trust, from_norms
 
 
-def lamb_hyper_dots(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, trust, lr, beta1,
-                    beta2, eps, weight_decay):
-    """<guide_grad, d theta'/d h> for h in names, from the post-step tensors and trust ratio.
+# columns of a row beyond [T, from_norms, <G,u>, <u,u>]: <G,X>, <u,X> for each X a name needs
+_EXTRA = {"weight_decay": ("theta'",), "beta1": ("ratio", "grad/D"), "eps": ("ratio/D",),
+          "beta2": ("beta2",)}
+
+
+def _extra_columns(names):
+    return [x for n in names if n != "lr" for x in _EXTRA[n]]
+
+
+def lamb_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, trust, from_norms,
+                 lr, beta1, beta2, eps, weight_decay):
+    """One tensor's dot products with G (and its trust ratio), from the post-step tensors;
+    lamb_combine turns the rows into the hypergradient.
 
     theta' = theta - lr T u with u = ratio + wd theta gives u = (ratio + wd theta') /
-    (1 - wd lr T): the update is recovered without the pre-step parameter, which is
-    formed only when another name than lr needs the trust ratio's derivative.
+    (1 - wd lr T): the update is recovered without the pre-step parameter. Each
+    derivative du is a combination of a few tensors X, so only <G, X> and <u, X> (for
+    the trust ratio's derivative) are formed.
     """
-    m_hat, sqrt_v, ratio = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
+    G = guide_grad
+    ratio, denom = _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
     if is_number(weight_decay) and weight_decay == 0:
         update = ratio
     else:
         update = (ratio + weight_decay * param) / (1 - weight_decay * lr * trust)
-    g_dot_u = _dot(guide_grad, update)
+    g_u, u_u = _dot(G, update), _dot(update, update)
+    if from_norms is None:  # a state saved before the flag was kept
+        from_norms = ((param + lr * trust * update).norm() > 0) & (u_u > 0)
+    row = [trust.to(g_u.dtype), from_norms.to(g_u.dtype), g_u, u_u]
+    for col in _extra_columns(names):
+        if col == "theta'":
+            x = param
+        elif col == "ratio":
+            x = ratio
+        elif col == "grad/D":
+            x = grad / denom
+        elif col == "ratio/D":
+            x = ratio / denom
+        else:  # beta2: d sqrt(v^) / d beta2 x ratio / D
+            bc2 = 1 - beta2**step
+            sqrt_v = (exp_avg_sq / bc2).sqrt()
+            dv_hat = (exp_avg_sq - grad * grad) / (beta2 * bc2) + exp_avg_sq * step * beta2 ** (step - 1) / bc2**2
+            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
+            x = ratio / denom * torch.where(sqrt_v > 0, dv_hat / (2 * safe), 0.0)
+        row += [_dot(G, x), _dot(update, x)]
+    return torch.stack(row)
+
+
+def lamb_combine(names, rows, step, lr, beta1, beta2, eps, weight_decay):
+    """d L_guide / d h for h in names from the (N, R) rows of lamb_dot_row (float64),
+    vectorised over the tensors (each has its own trust ratio)."""
+    trust, from_norms, g_u, u_u = rows[:, 0], rows[:, 1] > 0, rows[:, 2], rows[:, 3]
+    extra = {}
+    for i, col in enumerate(_extra_columns(names)):
+        extra[col] = (rows[:, 4 + 2 * i], rows[:, 5 + 2 * i])  # <G, X>, <u, X>
     out = []
-    if any(name != "lr" for name in names):
-        theta = param + lr * trust * update
-        update_sq = _dot(update, update)
-        # T varies with the hyper-parameter only when it came from the two norms.
-        uses_norms = (theta.norm() > 0) & (update_sq > 0)
     for name in names:
         if name == "lr":
-            out.append(-trust * g_dot_u)
+            out.append((-trust * g_u).sum())
             continue
-        if name == "weight_decay":
-            du = theta
-        elif name == "eps":
-            du = -m_hat / (sqrt_v + eps) ** 2
-        elif name == "beta1":
+        if name == "weight_decay":  # du = theta = theta' + lr T u
+            g_x, u_x = extra["theta'"]
+            g_du, u_du = g_x + lr * trust * g_u, u_x + lr * trust * u_u
+        elif name == "beta1":  # du = (a m' - b g) / D, m'/D = bc1 ratio
             bc1 = 1 - beta1**step
-            dm = (exp_avg - grad) / beta1
-            du = (dm / bc1 + exp_avg * step * beta1 ** (step - 1) / bc1**2) / (sqrt_v + eps)
+            b = 1 / (beta1 * bc1)
+            a = b + step * beta1 ** (step - 1) / bc1**2
+            (g_r, u_r), (g_g, u_g) = extra["ratio"], extra["grad/D"]
+            g_du, u_du = a * bc1 * g_r - b * g_g, a * bc1 * u_r - b * u_g
+        elif name == "eps":  # du = -ratio / D
+            g_du, u_du = (-x for x in extra["ratio/D"])
         elif name == "beta2":
-            bc2 = 1 - beta2**step
-            dv = (exp_avg_sq - grad * grad) / beta2
-            dv_hat = dv / bc2 + exp_avg_sq * step * beta2 ** (step - 1) / bc2**2
-            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
-            d_sqrt = torch.where(sqrt_v > 0, dv_hat / (2 * safe), 0.0)
-            du = -m_hat / (sqrt_v + eps) ** 2 * d_sqrt
+            g_du, u_du = (-x for x in extra["beta2"])
         else:
             raise KeyError(name)
-        g_dot_du = _dot(guide_grad, du)
         # d(T u) = T (du - u <u, du> / ||u||^2) when T = ||theta|| / ||u||
-        norm_term = torch.where(
-            uses_norms, g_dot_u * _dot(update, du) / torch.where(uses_norms, update_sq, 1.0), 0.0
-        )
-        out.append(-lr * trust * (g_dot_du - norm_term))
+        norm_term = torch.where(from_norms, g_u * u_du / torch.where(from_norms, u_u, 1.0), 0.0)
+        out.append((-lr * trust * (g_du - norm_term)).sum())
     return out

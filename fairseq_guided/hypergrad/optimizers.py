@@ -118,8 +118,9 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         ]
 
     @torch.no_grad()
-    def hyper_dots(self, group_index, param, guide_grad, grad=None, region=None):
-        """(K,) float64: d L_guide / d value contributed by one parameter tensor.
+    def dot_row(self, group_index, param, guide_grad, grad=None, region=None):
+        """One parameter tensor's dot products with its guidance gradient, and the key
+        (group, dtype, step) of the rows that combine with it (see HypergradientRows).
 
         `param` holds theta_{t+1}; `grad` is the gradient the update used (default:
         param.grad, or the kept one in train-batch mode). `region` (a slice of the
@@ -140,38 +141,47 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
             guide_grad = guide_grad.reshape(-1)
         if param.dtype in LOW_PRECISION:
             param, grad = param.float(), grad.float()
-        sched_lr = self.last_step_lrs[group_index]
-        hp = self._hparams_for_dots(group_index, param.dtype, sched_lr)
-        dots = self.dots_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp)
-        if not dots:
-            return torch.zeros(0, dtype=torch.float64, device=param.device)
-        dots = torch.stack(dots).to(torch.float64)
+        hp = self._hparams_for_dots(group_index, param.dtype)
+        row = self.row_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp)
+        return (group_index, param.dtype, state["step"]), row
+
+    def combine_rows(self, key, rows):
+        """(K,) float64 d L_guide / d value from the stacked rows of one key."""
+        group_index, _, step = key
+        hp = self._hparams_for_dots(group_index, torch.float64)
+        out = self.combine_one(self.math_names(), rows.to(torch.float64), step,
+                               self.param_groups[group_index], hp)
         if "alpha" in self.learned.names:
             i = self.learned.names.index("alpha")
-            dots[i] = dots[i] * sched_lr  # d theta'/d alpha = sched_lr * d theta'/d lr
-        return dots
+            out[i] = out[i] * self.last_step_lrs[group_index]  # d/d alpha = sched_lr d/d lr
+        return torch.stack(out)
 
-    def _hparams_for_dots(self, group_index, dtype, sched_lr):
-        # hyper_dots runs once per tensor: convert the learned values once per meta step,
-        # not once per tensor (each conversion is a kernel launch on the device)
+    def _hparams_for_dots(self, group_index, dtype):
+        # dot_row runs once per tensor: convert the learned values once per meta step,
+        # not once per tensor (each conversion is a kernel launch on the device). The lr
+        # is the one the differentiated step used, not the scheduler's next one.
         values = self.learned.values()
         if self._dots_cache[0] is not values:
             self._dots_cache = (values, {})
+        sched_lr = self.last_step_lrs[group_index]
         key = (group_index, dtype, sched_lr)
         if key not in self._dots_cache[1]:
             self._dots_cache[1][key] = self.hparams(self.param_groups[group_index], dtype, lr=sched_lr)
         return self._dots_cache[1][key]
 
+    def hypergradient_rows(self):
+        return HypergradientRows(self)
+
     def hypergradient(self, guide_grads):
-        """Sum of hyper_dots over `stepped_params()`; guide_grads aligned with them."""
+        """d L_guide / d value from one guidance gradient per `stepped_params()` entry."""
         pairs = self.stepped_params()
         if len(guide_grads) != len(pairs):
             raise ValueError(f"expected {len(pairs)} guidance gradients, got {len(guide_grads)}")
-        total = torch.zeros(len(self.learned.names), dtype=torch.float64, device=self.learned.device)
+        rows = self.hypergradient_rows()
         for (gi, p), gg in zip(pairs, guide_grads):
             if gg is not None:
-                total = total + self.hyper_dots(gi, p, gg).to(total.device)
-        return total
+                rows.add(gi, p, gg)
+        return rows.total()
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self):
@@ -205,7 +215,12 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         for p, grad, state in zip(params, grads, states):
             self.update_one(p, grad, state, group, hp)
 
-    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
+    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+        """One tensor's row of dot products (a 1-D tensor)."""
+        raise NotImplementedError
+
+    def combine_one(self, names, rows, step, group, hp):
+        """The hypergradient (list of 0-d float64 tensors, math names) from (N, R) rows."""
         raise NotImplementedError
 
 
@@ -229,10 +244,12 @@ class GuidedAdam(GuidedOptimizerBase):
         adam.adam_step_foreach_(params, grads, [s["exp_avg"] for s in states],
                                 [s["exp_avg_sq"] for s in states], step, **hp)
 
-    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
-        return adam.adam_hyper_dots(
-            names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp
-        )
+    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+        return adam.adam_dot_row(names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"],
+                                 hp["eps"], hp["weight_decay"])
+
+    def combine_one(self, names, rows, step, group, hp):
+        return adam.adam_combine(names, rows, step, **hp)
 
 
 class GuidedLamb(GuidedOptimizerBase):
@@ -247,22 +264,23 @@ class GuidedLamb(GuidedOptimizerBase):
 
     def update_one(self, p, grad, state, group, hp):
         state["step"] += 1
-        state["trust_ratio"] = lamb.lamb_step_(
+        state["trust_ratio"], state["trust_from_norms"] = lamb.lamb_step_(
             p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp
         )
 
     def update_many(self, params, grads, states, group, hp):
         step = _advance_steps(states)
-        trust = lamb.lamb_step_foreach_(params, grads, [s["exp_avg"] for s in states],
-                                        [s["exp_avg_sq"] for s in states], step, **hp)
-        for state, ratio in zip(states, trust.unbind(0)):
-            state["trust_ratio"] = ratio
+        trust, from_norms = lamb.lamb_step_foreach_(params, grads, [s["exp_avg"] for s in states],
+                                                    [s["exp_avg_sq"] for s in states], step, **hp)
+        for state, ratio, flag in zip(states, trust.unbind(0), from_norms.unbind(0)):
+            state["trust_ratio"], state["trust_from_norms"] = ratio, flag
 
-    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
-        return lamb.lamb_hyper_dots(
-            names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
-            state["trust_ratio"], **hp,
-        )
+    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+        return lamb.lamb_dot_row(names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"],
+                                 state["step"], state["trust_ratio"], state.get("trust_from_norms"), **hp)
+
+    def combine_one(self, names, rows, step, group, hp):
+        return lamb.lamb_combine(names, rows, step, **hp)
 
 
 class GuidedAdafactor(GuidedOptimizerBase):
@@ -291,11 +309,37 @@ class GuidedAdafactor(GuidedOptimizerBase):
             **self._options(group, "eps1", "eps2", "clip_threshold", "decay_rate", "scale_parameter"),
         )
 
-    def dots_one(self, names, guide_grad, p, grad, state, group, hp):
-        return adafactor.adafactor_hyper_dots(
-            names, guide_grad, p, grad, state, **hp,
+    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+        return adafactor.adafactor_dot_row(
+            names, guide_grad, p, grad, state, hp["beta1"], hp["weight_decay"],
             **self._options(group, "eps2", "clip_threshold", "scale_parameter"),
         )
+
+    def combine_one(self, names, rows, step, group, hp):
+        return adafactor.adafactor_combine(names, rows, hp["lr"], hp["beta1"], hp["weight_decay"],
+                                           scale_parameter=group["scale_parameter"])
+
+
+class HypergradientRows:
+    """Collects one row of dot products per parameter tensor as its guidance gradient
+    arrives (the gradient can be freed at once); total() does the scalar algebra once
+    per meta step, vectorised over tensors, instead of a few tiny kernels per tensor."""
+
+    def __init__(self, optimizer: GuidedOptimizerBase):
+        self.optimizer = optimizer
+        self.rows = {}
+
+    def add(self, group_index, param, guide_grad, grad=None, region=None):
+        key, row = self.optimizer.dot_row(group_index, param, guide_grad, grad, region)
+        self.rows.setdefault(key, []).append(row)
+
+    def total(self):
+        """(K,) float64 d L_guide / d value on the learned values' device."""
+        learned = self.optimizer.learned
+        total = torch.zeros(len(learned.names), dtype=torch.float64, device=learned.device)
+        for key, rows in self.rows.items():
+            total = total + self.optimizer.combine_rows(key, torch.stack(rows)).to(total.device)
+        return total
 
 
 def _advance_steps(states):
