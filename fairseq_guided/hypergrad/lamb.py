@@ -101,6 +101,9 @@ def lamb_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, trus
     for col in _extra_columns(names):
         if col == "theta'":
             x = param
+        elif col == "ratio" and update is ratio:
+            row += [g_u, u_u]  # without weight decay u is the ratio: the dots are known
+            continue
         elif col == "ratio":
             x = ratio
         elif col == "grad/D":
