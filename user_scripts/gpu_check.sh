@@ -13,5 +13,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONWARNINGS=ignore PATH=/tmp/site/bin:$PATH 
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider tests/test_mixed_precision.py tests/test_guidance_fast_path.py \
   tests/test_fairseq_train_e2e.py 2>&1 | tail -20 | tee "$out/tests.txt"
+python3 user_scripts/bench_step.py --device cuda --data data/libreoffice-de-en/bin 2>&1 | tail -12 \
+  | tee "$out/bench_step-gpu.md"
 python3 user_scripts/benchmark.py --device cuda --data data/libreoffice-de-en/bin --updates 150 \
   --warmup-updates 50 ${BENCH_CONFIGS:+--configs "$BENCH_CONFIGS"} --out "$out/BENCHMARKS-gpu.md" 2>&1 | tail -40
