@@ -239,7 +239,7 @@ class GuidanceRunner:
                 # backward produces it, then free it: no second gradient buffer lives. The
                 # dots are linear in it, so the loss scale comes off their sum, once.
                 rows.add(slot.group_index, slot.owner, param.grad.float(), grad=slot.train_grad,
-                         region=slot.region)
+                         region=slot.region, disposable=True)
                 param.grad = None
             return hook
 

@@ -229,3 +229,19 @@ def test_lamb_state_saved_without_the_trust_flag_gives_the_same_hypergradient():
     for p in params:
         del optimizer.state[p]["trust_from_norms"]
     torch.testing.assert_close(optimizer.hypergradient(guide), with_flag, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_rows_from_a_disposable_guidance_gradient_are_the_same(opt):
+    """The meta step's hooks let a row overwrite the guidance gradient (it is freed
+    next); every learnable name must give the same hypergradient as from a kept one."""
+    names = list(OPTIMIZERS[opt].learnable())
+    optimizer, params, batches = warmed_up(opt, names, torch.float64)
+    optimizer.step()
+    guide = grads_at(params, batches[5])
+    kept = optimizer.hypergradient(guide)
+    rows = optimizer.hypergradient_rows()
+    for (gi, p), g in zip(optimizer.stepped_params(), guide):
+        rows.add(gi, p, g.clone(), disposable=True)
+    torch.testing.assert_close(rows.total(), kept, rtol=1e-12, atol=0)
+    assert kept.abs().min() > 0

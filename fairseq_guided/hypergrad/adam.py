@@ -57,7 +57,8 @@ def _columns(names, weight_decay):
     return cols
 
 
-def adam_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, eps, weight_decay):
+def adam_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, eps, weight_decay,
+                 guide_grad_disposable=False):
     """One tensor's dot products with the guidance gradient G, from the post-step tensors
     (`param`, `exp_avg`, `exp_avg_sq` as the update left them; `grad` the gradient it
     used). adam_combine turns their sums into the hypergradient.
@@ -65,27 +66,27 @@ def adam_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, eps, weigh
     Every derivative of the update is a combination of a few tensors with coefficients
     shared by all tensors of a step, so per tensor only <G, X> for those X is formed (one
     fused dot each), never the derivative; all scalar algebra happens once per meta step.
+    Most X are something / D, so G / D is formed once; in place when the caller frees G
+    afterwards anyway (the meta step's hooks), leaving D the only temporary.
     """
-    G = guide_grad
+    cols = _columns(names, weight_decay)
     denom = exp_avg_sq.sqrt().add_(eps)
-    adam_dir = exp_avg / denom  # m'/D
-    row = []
-    for col in _columns(names, weight_decay):
-        if col == "dir":
-            row.append(_dot(G, adam_dir))
-        elif col == "theta":
-            row.append(_dot(G, param))
-        elif col == "grad":
-            row.append(_dot(G, grad / denom))
-        elif col == "eps":
-            row.append(_dot(G, adam_dir / denom))
-        elif col == "beta2":
-            # beta2 x dD/d beta2 = (v' - g^2) / (2 sqrt v'), where v' > 0
-            sqrt_v = exp_avg_sq.sqrt()
-            safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
-            d_denom = torch.where(sqrt_v > 0, (exp_avg_sq - grad * grad) / (2 * safe), 0.0)
-            row.append(_dot(G, adam_dir * d_denom / denom))
-    return torch.stack(row)
+    dots = {}
+    if "theta" in cols:
+        dots["theta"] = _dot(guide_grad, param)  # before G is divided
+    g_over_d = guide_grad.div_(denom) if guide_grad_disposable else guide_grad / denom
+    dots["dir"] = _dot(g_over_d, exp_avg)  # <G, m'/D>
+    if "grad" in cols:
+        dots["grad"] = _dot(g_over_d, grad)  # <G, g/D>
+    if "beta2" in cols:
+        # beta2 x dD/d beta2 = (v' - g^2) / (2 sqrt v'), where v' > 0
+        sqrt_v = exp_avg_sq.sqrt()
+        safe = torch.where(sqrt_v > 0, sqrt_v, torch.ones_like(sqrt_v))
+        d_denom = torch.where(sqrt_v > 0, (exp_avg_sq - grad * grad) / (2 * safe), 0.0)
+        dots["beta2"] = _dot(g_over_d, exp_avg * d_denom / denom)  # <G, (m'/D) dD / D>
+    if "eps" in cols:
+        dots["eps"] = _dot(g_over_d.div_(denom), exp_avg)  # <G, m'/D^2>; last: it divides again
+    return torch.stack([dots[c] for c in cols])
 
 
 def adam_combine(names, rows, step, lr, beta1, beta2, eps, weight_decay):

@@ -118,14 +118,15 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         ]
 
     @torch.no_grad()
-    def dot_row(self, group_index, param, guide_grad, grad=None, region=None):
+    def dot_row(self, group_index, param, guide_grad, grad=None, region=None, disposable=False):
         """One parameter tensor's dot products with its guidance gradient, and the key
         (group, dtype, step) of the rows that combine with it (see HypergradientRows).
 
         `param` holds theta_{t+1}; `grad` is the gradient the update used (default:
         param.grad, or the kept one in train-batch mode). `region` (a slice of the
         flattened tensor) restricts it to part of a flat buffer; `guide_grad` then covers
-        that part only.
+        that part only. `disposable`: the caller frees guide_grad afterwards (it may be
+        overwritten).
         """
         group = self.param_groups[group_index]
         state = self.state[param]
@@ -142,7 +143,8 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         if param.dtype in LOW_PRECISION:
             param, grad = param.float(), grad.float()
         hp = self._hparams_for_dots(group_index, param.dtype)
-        row = self.row_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp)
+        row = self.row_one(self.math_names(), guide_grad.to(param.dtype), param, grad, state, group, hp,
+                           disposable)
         return (group_index, param.dtype, state["step"]), row
 
     def combine_rows(self, key, rows):
@@ -215,8 +217,9 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         for p, grad, state in zip(params, grads, states):
             self.update_one(p, grad, state, group, hp)
 
-    def row_one(self, names, guide_grad, p, grad, state, group, hp):
-        """One tensor's row of dot products (a 1-D tensor)."""
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
+        """One tensor's row of dot products (a 1-D tensor). With `disposable` the caller
+        frees guide_grad afterwards, so it may be overwritten."""
         raise NotImplementedError
 
     def combine_one(self, names, rows, step, group, hp):
@@ -244,9 +247,9 @@ class GuidedAdam(GuidedOptimizerBase):
         adam.adam_step_foreach_(params, grads, [s["exp_avg"] for s in states],
                                 [s["exp_avg_sq"] for s in states], step, **hp)
 
-    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
         return adam.adam_dot_row(names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"],
-                                 hp["eps"], hp["weight_decay"])
+                                 hp["eps"], hp["weight_decay"], guide_grad_disposable=disposable)
 
     def combine_one(self, names, rows, step, group, hp):
         return adam.adam_combine(names, rows, step, **hp)
@@ -275,7 +278,7 @@ class GuidedLamb(GuidedOptimizerBase):
         for state, ratio, flag in zip(states, trust.unbind(0), from_norms.unbind(0)):
             state["trust_ratio"], state["trust_from_norms"] = ratio, flag
 
-    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
         return lamb.lamb_dot_row(names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"],
                                  state["step"], state["trust_ratio"], state.get("trust_from_norms"), **hp)
 
@@ -309,7 +312,7 @@ class GuidedAdafactor(GuidedOptimizerBase):
             **self._options(group, "eps1", "eps2", "clip_threshold", "decay_rate", "scale_parameter"),
         )
 
-    def row_one(self, names, guide_grad, p, grad, state, group, hp):
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
         return adafactor.adafactor_dot_row(
             names, guide_grad, p, grad, state, hp["beta1"], hp["weight_decay"],
             **self._options(group, "eps2", "clip_threshold", "scale_parameter"),
@@ -329,8 +332,8 @@ class HypergradientRows:
         self.optimizer = optimizer
         self.rows = {}
 
-    def add(self, group_index, param, guide_grad, grad=None, region=None):
-        key, row = self.optimizer.dot_row(group_index, param, guide_grad, grad, region)
+    def add(self, group_index, param, guide_grad, grad=None, region=None, disposable=False):
+        key, row = self.optimizer.dot_row(group_index, param, guide_grad, grad, region, disposable)
         self.rows.setdefault(key, []).append(row)
 
     def total(self):
