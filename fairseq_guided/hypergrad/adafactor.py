@@ -88,8 +88,8 @@ def _columns(names, beta1, weight_decay, scale_parameter):
     decays = not (is_number(weight_decay) and weight_decay == 0)
     if "weight_decay" in names or decays:
         cols.append("theta'")
-    if beta1 is not None:
-        cols.append("exp_avg")
+    if beta1 is not None and ("beta1" in names or "theta'" in cols):
+        cols.append("exp_avg")  # a' enters through beta1's derivative and theta only
     if scale_parameter:
         cols.append("lr_scale")
     return cols
@@ -124,7 +124,7 @@ def adafactor_combine(names, rows, lr, beta1, weight_decay, *, scale_parameter):
     g_s = cols["scaled"]
     lr_scale = cols.get("lr_scale", 1.0)
     g_step = lr * g_s  # <G, lr_p U>
-    g_applied = cols["exp_avg"] if beta1 is not None else g_step
+    g_applied = cols.get("exp_avg", g_step)  # <G, a'>: a' = lr_p U without a first moment
     if "theta'" in cols:
         # theta' = theta (1 - wd lr_p) - a'
         g_theta = (cols["theta'"] + g_applied) / (1 - weight_decay * lr * lr_scale)
