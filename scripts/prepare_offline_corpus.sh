@@ -44,7 +44,7 @@
 #     | grep ^H- | sort -t- -k2,2n | cut -f3 > hyp.TGT
 #   sacrebleu DEST/raw/test.TGT < hyp.TGT
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/datalib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/datalib_common.sh"
 
 pair=de-en with_debian= dest= vocab_size=8000 valid_size=1000 test_size=1000 guide_every=100
 seed=1 max_words=250 max_ratio=1.5 ratio_floor=20 cache= workers=0 drop_identical=1

@@ -20,7 +20,7 @@
 #   --workers N       fairseq-preprocess workers (default: one a core)
 #   -h, --help        this text
 #
-# Raw files (download stage: curl or wget into DEST/download; URLs from `python -m datalib
+# Raw files (download stage: curl or wget into DEST/download; URLs from `python -m guided_recipes.datalib
 # wmt19-urls --pair P`), as on statmt.org's WMT19 task page:
 #   all pairs:   europarl-v9.X-en.tsv.gz (europarl_v9), en-X.bicleaner07.tmx.gz
 #                (paracrawl_v3), wikititles-v1.X-en.tsv.gz (wikititles_v1)
@@ -44,7 +44,7 @@
 #   sacrebleu -t wmt19 -l SRC-TGT < hyp.TGT   and   sacrebleu DEST/raw/test.TGT < hyp.TGT
 # give the same score.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/datalib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/datalib_common.sh"
 
 pair= dest= raw_dir= corpora= download_only= vocab_size=32000 guide_every=100
 max_words=250 max_ratio=1.5 ratio_floor=20 workers=0
@@ -105,7 +105,7 @@ else
   done < <(datalib wmt19-urls --pair "$pair" --corpora "$corpora")
   if command -v md5sum >/dev/null 2>&1; then
     for f in dev.tgz test.tgz; do  # the two whose checksums sacrebleu publishes
-      want=$("$py" -c "import sys; sys.path.insert(0, '$repo/scripts'); from datalib.wmt19 import MD5; print(MD5['$f'])")
+      want=$(PYTHONPATH="$repo" "$py" -c "from guided_recipes.datalib.wmt19 import MD5; print(MD5['$f'])")
       [ "$(md5sum < "$raw_dir/$f" | cut -d' ' -f1)" = "$want" ] \
         || die "$raw_dir/$f: md5 is not $want (delete it and rerun)"
     done

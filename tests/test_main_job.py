@@ -73,8 +73,7 @@ def test_commands_and_summary_are_recorded(report):
 
 
 def test_hydra_configs_match_the_recipe_presets():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import nmt_recipe
+    from guided_recipes import nmt as nmt_recipe
 
     for name in ("cpu", "gpu"):
         preset = nmt_recipe.PRESETS[name]

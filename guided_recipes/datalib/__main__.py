@@ -1,4 +1,4 @@
-"""python -m datalib STAGE [options]: one idempotent pipeline stage (see common.Stage).
+"""python -m guided_recipes.datalib STAGE [options]: one idempotent pipeline stage (see common.Stage).
 
 Folder layout under --dest (the same for every corpus):
   work/corpus.{src,tgt}   extracted training pairs (normalised, not yet cleaned)
@@ -123,7 +123,7 @@ def cmd_binarize(a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m datalib", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m guided_recipes.datalib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
 

@@ -1,7 +1,7 @@
 # Shell helpers shared by scripts/prepare_*.sh (sourced, not run). The stages themselves
-# are Python (python -m datalib STAGE), so both corpora go through the same code.
+# are Python (python -m guided_recipes.datalib STAGE), so both corpora go through the same code.
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 prog=$(basename "$0")
 
 die() { echo "$prog: error: $*" >&2; exit 1; }
@@ -24,8 +24,8 @@ find_python() {
 }
 
 datalib() {  # datalib STAGE ARGS...: one Python stage; its own error line is enough
-  DATALIB_PROG=$prog PYTHONPATH="$repo/scripts${PYTHONPATH:+:$PYTHONPATH}" \
-    "$py" -m datalib "$@" || exit 1
+  DATALIB_PROG=$prog PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" \
+    "$py" -m guided_recipes.datalib "$@" || exit 1
 }
 
 need_value() {  # need_value OPTION VALUE: an option given without its value
