@@ -246,3 +246,50 @@ def test_rows_from_a_disposable_guidance_gradient_are_the_same(opt):
         rows.add(gi, p, g.clone(), disposable=True)
     torch.testing.assert_close(rows.total(), kept, rtol=1e-12, atol=0)
     assert kept.abs().min() > 0
+
+
+@UPDATE_PATHS
+@pytest.mark.parametrize("names", [["alpha"], ["weight_decay"], ["alpha", "weight_decay"]],
+                         ids=["alpha", "weight_decay", "alpha+weight_decay"])
+def test_adafactor_relative_step_without_momentum(foreach, monkeypatch, names):
+    """T5's Adafactor: scale_parameter=True and no first moment (beta1 None), so only
+    alpha and weight decay can be learned; every such name against autograd and finite
+    differences."""
+    monkeypatch.setitem(FIXED, "adafactor", dict(FIXED["adafactor"], beta1=None))
+    fast, autograd, fd = run_case("adafactor", names, torch.float64, foreach)
+    for n, f, a, d in zip(names, fast, autograd, fd):
+        assert abs(a) > 1e-8, (n, a)
+        assert rel_err(f, a) <= 1e-6, (n, f, a)
+        assert rel_err(d, a) <= 1e-4, (n, d, a)
+
+
+@pytest.mark.parametrize("beta1", [None, 0.8], ids=["no-momentum", "beta1"])
+def test_adafactor_parameter_scale_is_each_tensors_own(beta1):
+    """With scale_parameter, fairseq's stock Adafactor writes lr x RMS(theta) back into the
+    param group, so each later tensor in the group steps with the earlier tensors' scales
+    multiplied in (fairseq's scheduler resets the group's lr before the next update, so
+    it compounds across tensors, not steps). Ours must equal stock Adafactor run on each
+    tensor alone, where nothing can compound, and differ from stock's one-group run."""
+    from fairseq.optim.adafactor import Adafactor
+
+    fixed = dict(lr=SCHED_LR, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=beta1,
+                 weight_decay=0.0, scale_parameter=True, relative_step=False, warmup_init=False)
+    params, batches = make_problem(torch.float64)
+    copies = {k: [p.detach().clone().requires_grad_() for p in params] for k in ("ours", "alone", "group")}
+    learned = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, MetaAdamConfig(lr=0.0))
+    optimizers = {"ours": [OPTIMIZERS["adafactor"](copies["ours"], learned, lr=SCHED_LR, beta1=beta1,
+                                                   scale_parameter=True, eps2=1e-3)],
+                  "alone": [Adafactor([p], **fixed) for p in copies["alone"]],
+                  "group": [Adafactor(copies["group"], **fixed)]}
+    for batch in batches[:3]:
+        for key, opts in optimizers.items():
+            for p, g in zip(copies[key], grads_at(copies[key], batch)):
+                p.grad = g
+            for opt in opts:
+                for group in opt.param_groups:
+                    group["lr"] = SCHED_LR  # as fairseq's lr scheduler sets it every update
+                opt.step()
+    for ours, alone in zip(copies["ours"], copies["alone"]):
+        torch.testing.assert_close(ours, alone, rtol=1e-12, atol=1e-15)
+    for group, alone in zip(copies["group"][1:], copies["alone"][1:]):  # tensor 0 steps first
+        assert (group - alone).abs().max() > 1e-4 * alone.abs().max()  # compounded
