@@ -134,6 +134,17 @@ def train_spm(train_txt, prefix, vocab_size, num_sentinels):
             f.write(f"{piece} 1\n")
     print(f"sentencepiece: {processor.get_piece_size()} pieces ({num_sentinels} sentinels); "
           f"dict.txt: {len(pieces)} entries")
+    if processor.get_piece_size() < vocab_size:  # hard_vocab_limit=False stops short quietly
+        print(f"note: {vocab_size} pieces asked, {processor.get_piece_size()} made: the text is "
+              f"too small for that vocabulary")
+
+
+def vocab_pieces(bin_dir):
+    """The sentencepiece vocabulary size behind a binarized folder's dict.txt, as
+    --vocab-size counts it: dict.txt leaves out sentencepiece's <unk>, <s> and </s>
+    (fairseq's Dictionary adds its own)."""
+    with open(Path(bin_dir) / "dict.txt", encoding="utf-8") as f:
+        return sum(1 for _ in f) + 3
 
 
 def encode(model, src, dst):

@@ -12,7 +12,8 @@
 #   --text-dir DIR    input folder for --source textdir
 #   --c4-shards N     C4 train shards to fetch (default 1, ~356k documents each)
 #   --dest DIR        output folder (default: data/mono-SOURCE in the repository)
-#   --vocab-size N    sentencepiece pieces, sentinels included (default 8000: CPU-sized)
+#   --vocab-size N    sentencepiece pieces, sentinels included (default 8000: CPU-sized;
+#                     32000 is T5's, which t5_recipe.py --preset paper asks for)
 #   --sentinels N     sentinel pieces <extra_id_0..N-1> (default 100, as T5)
 #   --guide-every N   every Nth distinct line goes to guide, never to train (default 100)
 #   --valid-every N   every Nth other line goes to valid (default 100)

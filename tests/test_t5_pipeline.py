@@ -1,22 +1,30 @@
 """T5 pipeline end to end on CPU: scripts/prepare_monolingual.sh on real English text
 (Python's own documentation), the span-corruption dataset through fairseq's data stack,
-the t5_small/t5_tiny sizes, bad task flags, and scripts/t5_recipe.py: guided pretraining
-(alpha and beta1 move), fine-tuning from the checkpoint, greedy decoding, accuracy."""
+the t5_small/t5_tiny sizes and T5's embedding parameterisation, bad task flags, the
+recipe's commands (T5's Adafactor), and scripts/t5_recipe.py: momentum-free baseline and
+guided pretraining (alpha and beta1 move), fine-tuning from each checkpoint and from
+scratch, greedy decoding, accuracies with 95% intervals and the majority-class control."""
 import argparse
 import inspect
 import json
+import math
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
+import torch
+from scipy.stats import binomtest
 
 import fairseq_guided  # noqa: F401 (registers the task and architectures)
 from fairseq.data import Dictionary
-from fairseq.models.transformer import TransformerModel
-from fairseq.models import ARCH_CONFIG_REGISTRY
+from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from fairseq_guided.data import span_corruption
 from fairseq_guided.tasks.guided_span_corruption import GuidedSpanCorruptionConfig, GuidedSpanCorruptionTask
+from guided_recipes import t5 as recipe
+from guided_recipes.monolingual import vocab_pieces
+from guided_recipes.t5_report import Z95
 
 from conftest import BIN, PLUGIN, REPO, json_logs, run
 
@@ -77,6 +85,10 @@ def test_prepared_splits_and_dictionary(prepared):
     dictionary = Dictionary.load(str(data / "bin" / "dict.txt"))
     sentinels = [dictionary.index(f"<extra_id_{k}>") for k in range(40)]
     assert dictionary.unk() not in sentinels and len(set(sentinels)) == 40
+    import sentencepiece
+
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(data / "spm.model")).get_piece_size()
+    assert vocab_pieces(data / "bin") == pieces  # what --vocab-size and the recipe's check count
     labels = (data / "sentiment" / "raw" / "test.tgt").read_text().split()
     assert len(labels) == 8 and set(labels) <= {"positive", "negative"}  # the 0.0 row is dropped
 
@@ -119,20 +131,53 @@ def test_dataset_reconstructs_real_text_and_is_deterministic(prepared):
     print(f"{len(dataset)} training blocks of {task.block_length} tokens reconstruct exactly")
 
 
-def test_model_sizes():
+def test_model_sizes_and_t5_parameterisation():
     for arch, vocab, low, high in (("t5_small", 32128, 55e6, 65e6), ("t5_tiny", 8000, 1e6, 3e6)):
         dictionary = Dictionary()
         for k in range(vocab - len(dictionary)):
             dictionary.add_symbol(f"w{k}")
         args = argparse.Namespace()
         ARCH_CONFIG_REGISTRY[arch](args)
-        model = TransformerModel.build_model(args, TranslationTask(TranslationConfig(), dictionary, dictionary))
+        model = ARCH_MODEL_REGISTRY[arch].build_model(args, TranslationTask(TranslationConfig(), dictionary, dictionary))
         count = sum(p.numel() for p in model.parameters())
         print(f"{arch}: {count:,} parameters with a {len(dictionary)}-entry vocabulary "
               f"({args.encoder_layers}+{args.decoder_layers} layers, width {args.encoder_embed_dim})")
         assert low < count < high
-        assert model.encoder.embed_tokens.weight is model.decoder.output_projection.weight  # shared
+        embedding = model.encoder.embed_tokens.weight
+        assert embedding is model.decoder.output_projection.weight  # shared
         assert args.encoder_normalize_before and args.decoder_normalize_before  # pre-norm
+        # T5: unit-variance embedding, unscaled at the input, output scaled by width^-0.5
+        assert abs(embedding.std().item() - 1) < 0.02 and model.encoder.embed_scale == 1.0
+        assert model.decoder.embed_scale == 1.0 and not embedding[dictionary.pad()].any()
+        features = torch.randn(2, 3, args.encoder_embed_dim)
+        torch.testing.assert_close(model.decoder.output_layer(features),
+                                   features @ embedding.T / math.sqrt(args.encoder_embed_dim))
+
+
+def test_commands_are_t5s_adafactor():
+    """The shipped presets' commands: relative step, T5's schedule, no momentum in the
+    baseline, the paper's guided variants with beta1 starting at 0.9."""
+    paper = {v: recipe.pretrain_command("paper", v, "DATA", "SAVE") for v in recipe.VARIANTS}
+    value = {v: dict(zip(cmd, cmd[1:])) for v, cmd in paper.items()}
+    for variant, cmd in paper.items():
+        assert "--scale-parameter" in cmd and "--fp16" in cmd
+        assert value[variant]["--lr"] == value[variant]["--warmup-init-lr"] == "0.01"
+        assert value[variant]["--warmup-updates"] == "10000" and value[variant]["--lr-scheduler"] == "inverse_sqrt"
+        assert value[variant]["--arch"] == "t5_small" and value[variant]["--batch-size"] == "128"
+        assert value[variant]["--max-tokens"] == str(128 * 512) and value[variant]["--inputs-length"] == "512"
+    assert "--beta1" not in paper["baseline"] and "--guided-hparams" not in paper["baseline"]
+    assert "--beta1" not in paper["alpha"] and value["alpha"]["--guided-hparams"] == "alpha"
+    for variant in ("beta1", "alpha_beta1"):
+        assert value[variant]["--beta1"] == "0.9" and value[variant]["--guided-meta-lr"] == "1e-05"
+    assert value["alpha_beta1"]["--guided-hparams"] == "alpha,beta1"
+    assert recipe.settings("paper")["vocab_size"] == 32000
+    for pretrained in (None, "CKPT"):
+        ft = recipe.finetune_command("tiny", "SENT", "SAVE", 1, pretrained, finetune_updates=7)
+        assert "--scale-parameter" in ft and "--beta1" not in ft and "--fp16" not in ft
+        assert dict(zip(ft, ft[1:]))["--max-update"] == "7"
+        assert ("--restore-file" in ft) == (pretrained is not None)
+    assert set(recipe.PRESETS["tiny"]) == set(recipe.PRESETS["paper"])
+    assert all(source for preset in recipe.PRESETS.values() for _, source in preset.values())
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -149,27 +194,78 @@ def test_bad_task_flags_fail_before_training(prepared, tmp_path, flags, message)
     assert out.returncode != 0 and message in out.stdout, out.stdout[-2000:]
 
 
+def wilson_bounds_hold(interval, correct, n):
+    """Each end p0 of the Wilson score interval solves |p - p0| = z sqrt(p0 (1 - p0) / n)."""
+    p = correct / n
+    for p0 in interval:
+        assert abs(abs(p - p0) - Z95 * math.sqrt(p0 * (1 - p0) / n)) < 1e-9, (interval, correct, n)
+    assert interval[0] <= p <= interval[1]
+
+
 def test_recipe_pretrains_guided_then_finetunes_and_scores(prepared, tmp_path):
     data, _ = prepared
     out = run([BIN / "python", REPO / "scripts" / "t5_recipe.py", "--data", data / "bin", "--out", tmp_path,
-               "--pretrain-updates", 20, "--validate-every", 10, "--finetune-updates", 8,
-               "--max-tokens", 2048])
+               "--vocab-size", vocab_pieces(data / "bin"), "--pretrain-updates", 20, "--validate-every", 10,
+               "--finetune-updates", 8, "--max-tokens", 2048])
     assert out.returncode == 0, out.stdout[-3000:]
     print(out.stdout)
     results = json.loads((tmp_path / "results.json").read_text())
     by_variant = {r["variant"]: r for r in results["runs"]}
-    assert set(by_variant) == {"baseline", "guided"}
-    rows = json_logs((tmp_path / "guided-seed1" / "pretrain.log").read_text())
+    assert set(by_variant) == {"baseline", "alpha_beta1", "no_pretraining"}
+    rows = json_logs((tmp_path / "alpha_beta1-seed1" / "pretrain.log").read_text())
     alphas = [float(r["guided_alpha"]) for r in rows]
     betas = [float(r["guided_beta1"]) for r in rows]
     assert len(rows) == 2 and all(np.isfinite(alphas + betas))
     assert abs(alphas[0] - 1.0) > 1e-3 and alphas[1] != alphas[0], alphas
     assert abs(betas[0] - 0.9) > 1e-4 and betas[1] != betas[0], betas
-    assert "guided_alpha" not in by_variant["baseline"]["final_learned"]
+    assert by_variant["baseline"]["final_learned"] == {}
+    # what fairseq-train itself ran with: relative step on, no first moment in the baseline
+    for variant, beta1 in (("baseline", None), ("alpha_beta1", 0.9)):
+        log = (tmp_path / f"{variant}-seed1" / "pretrain.log").read_text()
+        assert "'scale_parameter': True" in log and f"'beta1': {beta1}," in log, variant
+    assert "pretrain_cmd" not in by_variant["no_pretraining"]
+    assert "--restore-file" not in by_variant["no_pretraining"]["finetune_cmd"]
+
+    # the majority-class control, recomputed from the text labels
+    raw = data / "sentiment" / "raw"
+    majority, _ = Counter((raw / "train.tgt").read_text().split()).most_common(1)[0]
+    test_labels = (raw / "test.tgt").read_text().split()
+    control = results["majority_class"]
+    assert control["accuracy"] == test_labels.count(majority) / 8 and control["n"] == 8
+    wilson_bounds_hold(control["ci95"], control["correct"], 8)
+    assert re.search(rf"majority class\s+{control['accuracy']:.4f}", out.stdout)
+
+    hits = {}
     for run_ in results["runs"]:
+        test = run_["test"]
+        assert test["n"] == 8 and test["accuracy"] == test["correct"] / 8
+        wilson_bounds_hold(test["ci95"], test["correct"], 8)
+        log = (tmp_path / f"{run_['variant']}-seed1" / "generate.log").read_text()
+        hyp = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", log, flags=re.M))
+        ref = dict(re.findall(r"^T-(\d+)\t(.*)$", log, flags=re.M))
+        assert len(hyp) == len(ref) == 8
+        hits[run_["variant"]] = [hyp[i].strip() == ref[i].strip() for i in sorted(ref, key=int)]
+        assert sum(hits[run_["variant"]]) == test["correct"]
+        assert re.search(rf"test accuracy {test['accuracy']:.4f} \[{test['ci95'][0]:.3f}, "
+                         rf"{test['ci95'][1]:.3f}\] on 8 snippets", out.stdout)
+        if run_["variant"] == "no_pretraining":
+            continue
         updates = [u for u, _ in run_["valid_curve"]]  # every 10 updates, and at epoch ends
         assert 10 in updates and updates[-1] == 20, updates
         assert all(np.isfinite(loss) and loss > 0 for _, loss in run_["valid_curve"])
-        assert 0.0 <= run_["test_accuracy"] <= 1.0 and run_["test_size"] == 8
-        assert re.search(rf"test accuracy {run_['test_accuracy']:.4f} on 8 snippets", out.stdout)
+    for variant in ("baseline", "alpha_beta1"):  # paired with the control, snippet by snippet
+        paired = by_variant[variant]["vs_no_pretraining"]
+        only = [sum(a and not b for a, b in zip(hits[variant], hits["no_pretraining"])),
+                sum(b and not a for a, b in zip(hits[variant], hits["no_pretraining"]))]
+        assert [paired["only_this_right"], paired["only_control_right"]] == only
+        p = binomtest(only[0], sum(only), 0.5).pvalue if sum(only) else 1.0  # exact McNemar
+        assert paired["mcnemar_p"] == pytest.approx(p)
     assert (tmp_path / "valid_curves.png").stat().st_size > 0
+
+
+def test_paper_preset_asks_for_t5s_vocabulary(prepared, tmp_path):
+    data, _ = prepared
+    out = run([BIN / "python", REPO / "scripts" / "t5_recipe.py", "--data", data / "bin", "--out", tmp_path,
+               "--preset", "paper"])
+    assert out.returncode != 0 and "asks for a 32000-piece vocabulary" in out.stdout, out.stdout[-2000:]
+    assert "--vocab-size 32000" in out.stdout and not (tmp_path / "results.json").exists()
