@@ -23,7 +23,8 @@ from fairseq.models import BaseFairseqModel
 from omegaconf import II
 
 from .hypergrad.optimizers import GuidedOptimizerBase
-from .masters import guidance_loss_scale, master_slots
+from . import flat_masters
+from .masters import find_fairseq_guided, guidance_loss_scale, master_slots
 
 logger = logging.getLogger(__name__)
 
@@ -348,12 +349,26 @@ class GuidedTaskMixin:
 
     guidance: GuidanceRunner
 
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        flat_masters.record_layout("model", model)  # what flat --fp16 will flatten
+        return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        flat_masters.record_layout("criterion", criterion)
+        return criterion
+
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.guidance.set_epoch(epoch)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         self.guidance.guided_optimizer(optimizer)  # refuse a stock optimizer before any update
+        views = getattr(find_fairseq_guided(optimizer), "flat_views", None)
+        if views is not None and not getattr(self, "_flat_layout_checked", False):
+            flat_masters.check_views_match(views, optimizer.fp16_params, type(optimizer).__name__)
+            self._flat_layout_checked = True
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def optimizer_step(self, optimizer, model, update_num):
