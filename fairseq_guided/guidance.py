@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from fairseq import metrics, utils
@@ -22,14 +21,16 @@ from fairseq.distributed import utils as dist_utils
 from fairseq.models import BaseFairseqModel
 from omegaconf import II
 
-from .hypergrad.optimizers import GuidedOptimizerBase
 from . import flat_masters
+from .guidance_batches import GuidanceBatches
+from .hypergrad.optimizers import GuidedOptimizerBase
 from .masters import find_fairseq_guided, guidance_loss_scale, master_slots
 
 logger = logging.getLogger(__name__)
 
 GUIDANCE_SOURCES = ChoiceEnum(["heldout", "train"])
 GUIDANCE_REFRESH = ChoiceEnum(["never", "step", "epoch"])
+GUIDANCE_BATCHING = ChoiceEnum(["random", "bucketed"])
 
 
 @dataclass
@@ -57,6 +58,13 @@ class GuidanceConfig(FairseqDataclass):
                                    "paper's default); step: the next batch at every meta step; "
                                    "epoch: a new batch each training epoch"}
     )
+    guidance_batching: GUIDANCE_BATCHING = field(
+        default="random", metadata={"help": "random: each guidance batch is a uniform random sample "
+                                    "of the guide split (all lengths), packed up to the guidance "
+                                    "batch size, fixed by --seed (the paper: a held-out sample of the "
+                                    "data); bucketed: fairseq's length-sorted batches (little "
+                                    "padding, but each batch holds sentences of one length)"}
+    )
     guidance_interval: int = field(
         default=1, metadata={"help": "run the meta step every K updates; >= 1"}
     )
@@ -66,6 +74,7 @@ class GuidanceConfig(FairseqDataclass):
                                  "guidance batch (guide_pass_ms), both synchronised; costs that "
                                  "extra pass and host syncs"}
     )
+    seed: int = II("common.seed")
     train_max_tokens: Optional[int] = II("dataset.max_tokens")
     train_batch_size: Optional[int] = II("dataset.batch_size")
 
@@ -121,37 +130,13 @@ class GuidanceRunner:
     def __init__(self, task, cfg):
         self.task = task
         self.cfg = cfg
-        self._batches = None
+        self._batches = None  # GuidanceBatches, built at the first meta step
         self._cached = (None, None)  # (batch number, sample on device)
         self._epoch = 1
 
     # -- which guidance batch -----------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         self._epoch = epoch
-
-    def _batch_list(self, model):
-        if self._batches is None:
-            cfg = self.cfg
-            subset = cfg.guidance_subset
-            if subset not in self.task.datasets:
-                self.task.load_dataset(subset, combine=False, epoch=1)
-            dataset = self.task.dataset(subset)
-            max_positions = utils.resolve_max_positions(self.task.max_positions(), model.max_positions())
-            iterator = self.task.get_batch_iterator(
-                dataset=dataset,
-                max_tokens=cfg.guidance_max_tokens or (None if cfg.guidance_batch_size else cfg.train_max_tokens),
-                max_sentences=cfg.guidance_batch_size or (None if cfg.guidance_max_tokens else cfg.train_batch_size),
-                max_positions=max_positions, ignore_invalid_inputs=True, seed=1,
-                disable_iterator_cache=True,
-            )
-            self._batches = [b for b in iterator.frozen_batches if len(b) > 0]
-            if not self._batches:
-                raise ValueError(f"--guidance-subset {subset!r} has no example that fits the model's "
-                                 f"max positions {max_positions}; nothing to guide with")
-            self._dataset = dataset
-            logger.info(f"guidance: {len(dataset)} examples of {subset!r} in {len(self._batches)} "
-                        f"batches; refresh={cfg.guidance_refresh}, interval={cfg.guidance_interval}")
-        return self._batches
 
     def batch_number(self, update_num: int) -> int:
         """Global guidance batch j: fixed, per meta step, or per epoch."""
@@ -162,19 +147,20 @@ class GuidanceRunner:
         return update_num // self.cfg.guidance_interval
 
     def sample(self, model, update_num: int, device):
-        """This worker's share of guidance batch j (a deterministic function of j, so a
-        resumed run draws the same batches without saving an iterator)."""
+        """This worker's share of guidance batch j (a deterministic function of j and the
+        seed, so a resumed run draws the same batches without saving an iterator)."""
         j = self.batch_number(update_num)
         if self._cached[0] == j:
             return self._cached[1]
-        batches = self._batch_list(model)
+        if self._batches is None:
+            self._batches = GuidanceBatches(self.task, self.cfg, model)
         world = dist_utils.get_data_parallel_world_size()
         rank = dist_utils.get_data_parallel_rank() if world > 1 else 0
-        position = j * world + rank
-        guidance_epoch, index = divmod(position, len(batches))
-        order = np.random.RandomState(1 + guidance_epoch).permutation(len(batches))
-        indices = batches[order[index]]
-        sample = self._dataset.collater([self._dataset[int(i)] for i in indices])
+        indices = self._batches.at(j * world + rank)
+        dataset = self._batches.dataset
+        sample = dataset.collater([dataset[int(i)] for i in indices])
+        if self._cached[0] is None:
+            self._batches.log_first(indices, sample)
         sample = utils.apply_to_sample(lambda t: t.to(device), sample)
         self._cached = (j, sample)
         return sample

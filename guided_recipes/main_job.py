@@ -3,15 +3,18 @@ beta1 and alpha+beta1 with the same budget and seeds, score each with fairseq-ge
 (beam 4) and sacrebleu, and write a report folder (BLEU table as the paper's Table 1,
 plots of the learned schedules and loss curves, the exact commands).
 
-    python scripts/main_job.py                 # CPU preset, 2 seeds (about 40 min on 2 cores)
-    python scripts/main_job.py --preset gpu    # ~121M-parameter model, LAMB, --fp16
+    python scripts/main_job.py                 # CPU preset (configs/nmt/cpu.yaml)
+    python scripts/main_job.py --preset gpu    # one GPU, the four variants at once
+
+Resumable: a finished run or evaluation is skipped, an interrupted run continues from its
+last checkpoint, so the same command picks up where a stopped job left off.
 """
 import argparse
 import json
 import shlex
 import subprocess
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import nmt as nmt_recipe
@@ -34,7 +37,8 @@ def prepare(data_dir: Path, preset) -> list:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=list(nmt_recipe.PRESETS), default="cpu")
+    parser.add_argument("--preset", choices=[n for n, p in nmt_recipe.PRESETS.items() if p.corpus == "offline"],
+                        default="cpu")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the offline corpus goes (default: data/libreoffice-de-en[-VOCAB])")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/main_job-PRESET)")
@@ -59,12 +63,18 @@ def main():
     say(f"stage 1/{stages}: prepare done in {times['prepare']:.0f} s")
     data, raw = data_dir / "bin", data_dir / "raw"
 
-    for i, (variant, seed) in enumerate(plan):
+    def train_one(i, variant, seed):
         t0 = time.time()
         say(f"stage {2 + i}/{stages}: train {variant}, seed {seed} (run {i + 1} of {len(plan)})")
-        nmt_recipe.train(data, runs / f"{variant}-seed{seed}", variant, seed, preset, echo=not args.quiet)
+        ran = nmt_recipe.train(data, runs / f"{variant}-seed{seed}", variant, seed, preset,
+                               echo=not args.quiet and preset.parallel == 1)
         times[f"train {variant} seed {seed}"] = time.time() - t0
-        say(f"stage {2 + i}/{stages}: train {variant}, seed {seed} done in {time.time() - t0:.0f} s")
+        say(f"stage {2 + i}/{stages}: train {variant}, seed {seed} "
+            + (f"done in {time.time() - t0:.0f} s" if ran else "had finished before: skipped"))
+
+    with ThreadPoolExecutor(max_workers=preset.parallel) as pool:  # each run is a subprocess
+        for future in [pool.submit(train_one, i, v, s) for i, (v, s) in enumerate(plan)]:
+            future.result()
     for i, (variant, seed) in enumerate(plan):
         t0 = time.time()
         stage = 2 + len(plan) + i

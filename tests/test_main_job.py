@@ -9,7 +9,6 @@ from collections import defaultdict
 
 import matplotlib.image
 import pytest
-import yaml
 
 from conftest import ENV, REPO
 
@@ -66,35 +65,29 @@ def test_plots_are_pngs_of_the_expected_curves(report):
 def test_commands_and_summary_are_recorded(report):
     folder, _ = report
     commands = (folder / "commands.sh").read_text()
-    assert commands.count("fairseq-train") == 4 and commands.count("fairseq-generate") == 4
-    assert "prepare_offline_corpus.sh" in commands and "--guided-hparams alpha,beta1" in commands
+    assert commands.count("fairseq-hydra-train --config-dir") == 4 and commands.count("fairseq-generate") == 4
+    assert commands.count("--config-name tiny") == 4
+    assert "prepare_offline_corpus.sh" in commands and "optimizer.guided_hparams=alpha\\,beta1" in commands
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["wall_seconds"] > 0 and len(summary["stage_seconds"]) == 9
 
 
-def test_hydra_configs_match_the_recipe_presets():
-    from guided_recipes import nmt as nmt_recipe
-
-    for name in ("cpu", "gpu"):
-        preset = nmt_recipe.PRESETS[name]
-        common = yaml.safe_load((REPO / "configs" / "nmt" / name / f"common_{name}.yaml").read_text())
-        assert common["optimization"]["lr"] == [preset.lr]
-        assert common["optimization"]["max_update"] == preset.max_update
-        assert common["dataset"]["max_tokens"] == preset.max_tokens
-        assert common["task"]["guidance_max_tokens"] == preset.guidance_max_tokens
-        assert common["optimizer"]["guided_meta_lr"] == preset.meta_lr
-        assert common["lr_scheduler"]["warmup_updates"] == preset.warmup
-        assert f"--encoder-embed-dim {common['model']['encoder']['embed_dim']} " in preset.model
-        for variant, learned in (("baseline", ""), ("guided_alpha", "alpha"), ("guided_beta1", "beta1"),
-                                 ("guided_alpha_beta1", "alpha,beta1")):
-            config = yaml.safe_load((REPO / "configs" / "nmt" / name / f"{variant}.yaml").read_text())
-            assert config["defaults"] == ["_self_", f"common_{name}"]
-            assert config["optimizer"]["guided_hparams"] == learned
+def test_a_second_call_resumes_and_redoes_nothing(report):
+    folder, _ = report
+    runs = folder.parent
+    before = {p: p.stat().st_mtime for p in runs.glob("*/checkpoints/checkpoint_last.pt")}
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "main_job.py"), "--preset", "tiny",
+                          "--data-dir", str(runs.parent / "data"), "--runs", str(runs), "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.stdout.count("had finished before: skipped") == 4
+    assert {p: p.stat().st_mtime for p in runs.glob("*/checkpoints/checkpoint_last.pt")} == before
+    assert len(before) == 4
 
 
-def test_hydra_variant_config_trains(tiny_corpus, tmp_path):
-    """fairseq-hydra-train composes a variant with the shared base and trains (model shrunk
-    and languages set for the small test corpus)."""
+def test_hydra_preset_config_trains(tiny_corpus, tmp_path):
+    """fairseq-hydra-train runs a preset yaml as a user would, with a variant override
+    (model shrunk and languages set for the small test corpus)."""
     from conftest import BIN, json_logs, run
 
     overrides = [f"task.data={tiny_corpus}", f"common.user_dir={REPO / 'fairseq_guided'}",
@@ -103,9 +96,10 @@ def test_hydra_variant_config_trains(tiny_corpus, tmp_path):
                  "model.encoder.ffn_embed_dim=64", "model.decoder.ffn_embed_dim=64",
                  "dataset.max_tokens=1000", "task.guidance_max_tokens=500", "optimization.max_update=3",
                  "common.log_interval=1", f"checkpoint.save_dir={tmp_path}", "checkpoint.no_save=true",
-                 "dataset.validate_interval_updates=0", "common.cpu=true", f"hydra.run.dir={tmp_path}"]
-    out = run([BIN / "fairseq-hydra-train", "--config-dir", REPO / "configs" / "nmt" / "cpu",
-               "--config-name", "guided_alpha_beta1", *overrides])
+                 "dataset.validate_interval_updates=0", "common.cpu=true", f"hydra.run.dir={tmp_path}",
+                 "optimizer.guided_hparams=alpha\\,beta1"]
+    out = run([BIN / "fairseq-hydra-train", "--config-dir", REPO / "configs" / "nmt",
+               "--config-name", "cpu", *overrides])
     assert out.returncode == 0, out.stdout[-3000:]
     rows = [r for r in (json_logs(out.stdout.replace("][train_inner][INFO] - ", " | train_inner | ")))]
     assert len(rows) == 3 and "guided_alpha" in rows[-1] and "guided_beta1" in rows[-1]
