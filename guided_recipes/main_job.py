@@ -44,6 +44,9 @@ def main():
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/main_job-PRESET)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--quiet", action="store_true", help="keep fairseq's own output in the run logs only")
+    parser.add_argument("--no-prepare", action="store_true",
+                        help="use the corpus already prepared in --data-dir as it is (a machine without "
+                             "Debian's archive, e.g. the GPU machine with the corpus carried over)")
     args = parser.parse_args()
     preset = nmt_recipe.PRESETS[args.preset]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(preset.seeds)
@@ -58,7 +61,12 @@ def main():
 
     t0 = time.time()
     say(f"stage 1/{stages}: prepare the offline de-en corpus in {data_dir}")
-    prepare_cmd = prepare(data_dir, preset)
+    if args.no_prepare:
+        if not (data_dir / "bin").is_dir() or not (data_dir / "raw").is_dir():
+            raise SystemExit(f"--no-prepare: no prepared corpus (bin/ and raw/) in {data_dir}")
+        prepare_cmd = ["# --no-prepare: the corpus in", str(data_dir)]
+    else:
+        prepare_cmd = prepare(data_dir, preset)
     times["prepare"] = time.time() - t0
     say(f"stage 1/{stages}: prepare done in {times['prepare']:.0f} s")
     data, raw = data_dir / "bin", data_dir / "raw"

@@ -12,6 +12,7 @@ seed, run folder and variant. Each part runs on its own, on any such corpus:
 """
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+# fairseq's command line tools: beside this Python, or $FAIRSEQ_BIN (pip --target installs)
+BIN = Path(os.environ.get("FAIRSEQ_BIN", Path(sys.executable).parent))
 CONFIGS = REPO / "configs" / "nmt"
 PLUGIN = REPO / "fairseq_guided"
 

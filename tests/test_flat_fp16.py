@@ -1,6 +1,6 @@
 """Flat --fp16 (fairseq's default: one fp32 master buffer) for all three guided optimizers,
 run on the CPU through fairseq-train's own code with its one CUDA call stood in for
-(tests/launchers/cpu_as_cuda_train.py). LAMB and Adafactor step per-parameter views of
+(tests/launchers/cpu_as_cuda.py). LAMB and Adafactor step per-parameter views of
 the buffer, Adam the buffer itself; both must give the very numbers of the per-tensor
 fp32 masters of --fp16-no-flatten-grads, which hold the same values."""
 import math
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, json_logs, run, train_cmd
 
-LAUNCH = [sys.executable, REPO / "tests" / "launchers" / "cpu_as_cuda_train.py"]
+LAUNCH = [sys.executable, REPO / "tests" / "launchers" / "cpu_as_cuda.py", "fairseq-train"]
 EXTRA = {"guided_adafactor": ["--beta1", "0.9", "--scale-parameter"]}
 FIELDS = ("loss", "guide_loss", "guided_alpha", "guided_beta1", "hgrad_alpha", "hgrad_beta1")
 
