@@ -209,7 +209,7 @@ def targets(results, overheads, in_run, memory_ratios):
         f"| overhead beyond the guidance pass <= 3% (every learned set, optimizer), across runs | worst {100 * overheads[worst_overhead]:+.1f}% ({worst_overhead}) | {verdict(overheads[worst_overhead] <= 0.03)} |",
         f"| the same, in-run | worst {100 * in_run[worst_in_run]:+.1f}% ({worst_in_run}) | {verdict(in_run[worst_in_run] <= 0.03)} |",
         f"| peak memory <= 1.05 x plain | worst {memory_ratios[worst_memory]:.3f} ({worst_memory}) | {verdict(memory_ratios[worst_memory] <= 1.05)} |",
-        f"| guided Adam learning nothing within 2% of stock adam | "
+        "| guided Adam learning nothing within 2% of stock adam | "
         + (f"{nothing:.3f} x | {verdict(nothing <= 1.02)} |" if nothing else "not measured in this run | |"),
         "| every 10, guide/4: whole run <= 1.05 x plain | "
         + (f"Adam {sparse:.3f} x, LAMB {sparse_lamb:.3f} x (LAMB against stock adam) | "

@@ -130,5 +130,5 @@ def test_guidance_split_smaller_than_one_batch(tiny_corpus, tmp_path):
     out = run(train_cmd(tmp_path / "bin", tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.005",
                         "--guided-hparams", "alpha", "--max-update", "5", "--guidance-refresh", "step"))
     assert out.returncode == 0, out.stdout[-2000:]
-    assert "guidance: 3 examples of 'guide' in 1 batches" in out.stdout
+    assert "guidance batch: 3 sentences" in out.stdout and "(3 examples of 'guide')" in out.stdout
     assert len({r["guided_alpha"] for r in json_logs(out.stdout)}) > 1
