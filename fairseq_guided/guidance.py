@@ -147,8 +147,9 @@ class GuidanceRunner:
         return update_num // self.cfg.guidance_interval
 
     def sample(self, model, update_num: int, device):
-        """This worker's share of guidance batch j (a deterministic function of j and the
-        seed, so a resumed run draws the same batches without saving an iterator)."""
+        """This worker's share of guidance batch j as a list of collated parts (a
+        deterministic function of j and the seed, so a resumed run draws the same batches
+        without saving an iterator)."""
         j = self.batch_number(update_num)
         if self._cached[0] == j:
             return self._cached[1]
@@ -158,12 +159,12 @@ class GuidanceRunner:
         rank = dist_utils.get_data_parallel_rank() if world > 1 else 0
         indices = self._batches.at(j * world + rank)
         dataset = self._batches.dataset
-        sample = dataset.collater([dataset[int(i)] for i in indices])
+        parts = [dataset.collater([dataset[int(i)] for i in part]) for part in self._batches.parts(indices)]
         if self._cached[0] is None:
-            self._batches.log_first(indices, sample)
-        sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-        self._cached = (j, sample)
-        return sample
+            self._batches.log_first(indices, parts)
+        parts = [utils.apply_to_sample(lambda t: t.to(device), part) for part in parts]
+        self._cached = (j, parts)
+        return parts
 
     # -- the meta step ---------------------------------------------------------------------
     @staticmethod
@@ -211,7 +212,7 @@ class GuidanceRunner:
     def _heldout_meta_step(self, guided, optimizer, model, update_num):
         module = unwrap_model(model)  # a DDP wrapper would all-reduce: skip it
         device = guided.learned.device
-        sample = self.sample(module, update_num, next(module.parameters()).device)
+        parts = self.sample(module, update_num, next(module.parameters()).device)
         params = [p for p in module.parameters() if p.requires_grad]
         slots = master_slots(optimizer, guided, params)
         if not slots:
@@ -234,20 +235,26 @@ class GuidanceRunner:
         handles = []
         for p in params:
             p.grad = None
-            if id(p) in slots:
-                handles.append(p.register_post_accumulate_grad_hook(hook_for(slots[id(p)])))
         was_training = module.training
         module.eval()  # no dropout in the guidance loss
         # torch's DDP hooks every parameter: keep them from all-reducing guidance gradients
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+        loss_sum = ntokens = 0
         try:
             with no_sync(), torch.enable_grad(), self.autocast(optimizer):
-                loss_sum, ntokens = token_mean_nll(module, sample, self.task.target_dictionary.pad())
-                (loss_sum * scale).backward()
+                for k, part in enumerate(parts):
+                    if k == len(parts) - 1:
+                        # earlier parts' gradients add up in .grad; the hooks fire after
+                        # the last part is accumulated, so they see the whole sample's
+                        handles = [p.register_post_accumulate_grad_hook(hook_for(slots[id(p)]))
+                                   for p in params if id(p) in slots]
+                    part_loss, part_tokens = token_mean_nll(module, part, self.task.target_dictionary.pad())
+                    (part_loss * scale).backward()
+                    loss_sum, ntokens = loss_sum + part_loss.detach(), ntokens + part_tokens
         except torch.OutOfMemoryError as e:
             raise RuntimeError(
-                f"the guidance batch ({sample['ntokens']} target tokens, {sample['nsentences']} "
-                f"sentences) does not fit in memory at update {update_num + 1}: lower "
+                f"a part of the guidance batch ({max(int(p['ntokens']) for p in parts)} target tokens) "
+                f"does not fit in memory at update {update_num + 1}: lower "
                 f"--guidance-max-tokens / --guidance-batch-size") from e
         finally:
             for h in handles:
@@ -256,7 +263,7 @@ class GuidanceRunner:
             for p, g in zip(params, stashed_grads):
                 p.grad = g
         k = len(guided.learned.names)
-        stats = torch.cat([rows.total() / scale, loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
+        stats = torch.cat([rows.total() / scale, loss_sum.to(device=device, dtype=torch.float64).reshape(1),
                            ntokens.to(device=device, dtype=torch.float64).reshape(1), guided.learned.raw])
         world = dist_utils.get_data_parallel_world_size()
         if world > 1:
@@ -285,7 +292,7 @@ class GuidanceRunner:
         batch whose gradients are dropped as they arrive (the meta step's memory, none of
         its dot products)."""
         module = unwrap_model(model)
-        sample = self.sample(module, update_num, next(module.parameters()).device)
+        parts = self.sample(module, update_num, next(module.parameters()).device)
         params = [p for p in module.parameters() if p.requires_grad]
         stashed_grads = [p.grad for p in params]
         handles = []
@@ -297,8 +304,9 @@ class GuidanceRunner:
                 handles.append(p.register_post_accumulate_grad_hook(_drop_grad))
             with self._timed("guide_pass_ms", model), getattr(model, "no_sync", contextlib.nullcontext)(), \
                     torch.enable_grad(), self.autocast(optimizer):
-                loss_sum, _ = token_mean_nll(module, sample, self.task.target_dictionary.pad())
-                (loss_sum * guidance_loss_scale(optimizer)).backward()
+                for part in parts:
+                    loss_sum, _ = token_mean_nll(module, part, self.task.target_dictionary.pad())
+                    (loss_sum * guidance_loss_scale(optimizer)).backward()
         finally:
             for h in handles:
                 h.remove()

@@ -5,10 +5,13 @@ cycled pass after pass, each pass in a new order, so a resumed run (or another w
 finds the same batch at the same position without saving an iterator. A worker of rank r
 among W takes position j * W + r for guidance batch j.
 
-random (the default): each pass is a random permutation of the split packed in that
-order, so every batch is a uniform sample of the split across lengths (the paper guides
-with a held-out sample of the training data). bucketed: fairseq's length-sorted batches,
-each pass in a new order (little padding, but one batch holds sentences of one length).
+random (the default): each pass is a random permutation of the split, cut in that order
+into samples of up to --guidance-max-tokens tokens (unpadded), so every guidance batch is
+a uniform sample of the split across lengths (the paper guides with a held-out sample of
+the training data). A sample of mixed lengths would mostly be padding in one tensor, so
+it runs as a few length-sorted parts, each within the token budget padded, whose
+gradients add up (parts()). bucketed: fairseq's length-sorted batches, each pass in a new
+order (one part, little padding, but one batch holds sentences of one length).
 """
 import logging
 
@@ -48,6 +51,27 @@ class GuidanceBatches:
             by_length = indices[np.argsort(sizes, kind="mergesort")]
             self._bucketed = self._pack(by_length)
 
+    def _samples(self, ordered):
+        """Consecutive runs of `ordered` of up to max_tokens real tokens (and max_sentences)."""
+        sizes = self.dataset.num_tokens_vec(ordered)
+        samples, start, total = [], 0, 0
+        for i, size in enumerate(sizes):
+            full = (self.max_tokens is not None and total + size > self.max_tokens) or \
+                   (self.max_sentences is not None and i - start >= self.max_sentences)
+            if full and i > start:
+                samples.append(ordered[start:i])
+                start, total = i, 0
+            total += size
+        samples.append(ordered[start:])
+        return samples
+
+    def parts(self, indices):
+        """A sample as length-sorted batches that each fit the budget padded."""
+        if self.cfg.guidance_batching == "bucketed":
+            return [indices]
+        by_length = indices[np.argsort(self.dataset.num_tokens_vec(indices), kind="mergesort")]
+        return self._pack(by_length)
+
     def _pack(self, ordered):
         return [b for b in data_utils.batch_by_size(
             ordered.astype(np.int64), self.dataset.num_tokens,
@@ -62,7 +86,7 @@ class GuidanceBatches:
                 order = np.random.RandomState(seed).permutation(len(self._bucketed))
                 batches = [self._bucketed[i] for i in order]
             else:
-                batches = self._pack(np.random.RandomState(seed).permutation(self.indices))
+                batches = self._samples(np.random.RandomState(seed).permutation(self.indices))
             self._pass_cache = {number: batches}
         return self._pass_cache[number]
 
@@ -77,10 +101,11 @@ class GuidanceBatches:
             position -= self._counts[number]
             number += 1
 
-    def log_first(self, indices, sample) -> None:
+    def log_first(self, indices, samples) -> None:
         lengths = self.sizes[np.isin(self.indices, indices)]
         logger.info(
-            f"guidance batch: {sample['nsentences']} sentences, {sample['ntokens']} target tokens, "
+            f"guidance batch: {sum(s['nsentences'] for s in samples)} sentences, "
+            f"{sum(int(s['ntokens']) for s in samples)} target tokens in {len(samples)} part(s), "
             f"lengths {int(lengths.min())}-{int(lengths.max())} of the split's "
             f"{int(self.sizes.min())}-{int(self.sizes.max())} ({len(self.indices)} examples of "
             f"{self.cfg.guidance_subset!r}); batching={self.cfg.guidance_batching}, "

@@ -32,8 +32,12 @@ def test_default_batch_spans_the_length_range_of_the_split(tiny_corpus):
     low, high = np.percentile(all_lengths, [20, 80])
     for position in range(3):
         got = lengths(batches, batches.at(position))
-        assert len(got) >= 8
+        assert len(got) >= 8 and got.sum() <= 120  # the budget counts real tokens
         assert got.min() <= low and got.max() >= high, (got, low, high)
+        parts = batches.parts(batches.at(position))
+        assert sorted(np.concatenate(parts).tolist()) == sorted(batches.at(position).tolist())
+        for part in parts:  # each part fits the budget padded, as fairseq counts it
+            assert lengths(batches, part).max() * len(part) <= 120
     bucketed = build(tiny_corpus, "--seed", "3", "--guidance-batching", "bucketed")
     spans = [np.ptp(lengths(bucketed, bucketed.at(k))) for k in range(5)]
     assert max(spans) <= 1 < np.ptp(lengths(batches, batches.at(0)))  # one length a bucket
