@@ -2,6 +2,7 @@
 behind fairseq's command line. Same updates as the packages, bad flags refused before
 training, exact resume after SIGKILL, and schedule-free checkpoints holding the weights
 that fairseq-train validated."""
+import argparse
 import sys
 
 import pytest
@@ -280,3 +281,21 @@ def test_trains_under_fairseq_mixed_precision(tiny_corpus, tmp_path, case):
     losses = [float(r["loss"]) for r in json_logs(out.stdout)]
     assert len(losses) == 15 and all(loss == loss for loss in losses)  # no NaN
     assert sum(losses[-3:]) < sum(losses[:3]) - 0.3, losses  # it learns
+
+
+@pytest.mark.parametrize("name", ["schedulefree_adamw", "prodigy"])
+def test_benchmark_rows_train_under_flat_fp16(tiny_corpus, name):
+    """The benchmark's rows for the tuning-free optimizers, with its cuda preset's flat
+    --fp16 (fairseq's one CUDA call stood in for), on a shrunk model."""
+    from guided_recipes import benchmark
+    from test_shipped_commands import LAUNCH, SHRINK_CLI
+
+    row = next(r for r in benchmark.configurations("cuda") if r[0] == name)
+    args = argparse.Namespace(device="cuda", updates=3, log_interval=1)
+    cmd = benchmark.bench_command(args, benchmark.PRESETS["cuda"], *row[1:])
+    out = run(LAUNCH + ["fairseq-train", tiny_corpus, *cmd, *SHRINK_CLI, "--source-lang", "src",
+                        "--target-lang", "tgt"])
+    assert out.returncode == 0, out.stdout[-4000:]
+    rows = json_logs(out.stdout)
+    assert len(rows) == 3 and "loss_scale" in rows[-1]  # FP16Optimizer, flat masters
+    assert "does not support flat params" not in out.stdout
