@@ -51,6 +51,11 @@ def configurations(device):
     loop = ("--guided-per-tensor-loop",)
     rows.append(("guided_adam nothing, per-tensor loop", "guided_adam", "", 1, 1, loop))
     rows.append(("guided_adam alpha,beta1, per-tensor loop", "guided_adam", "alpha,beta1", 1, 1, loop))
+    # what a user would pick instead of tuning: the tuning-free optimizers at their
+    # packages' default lr, with the constant schedule they expect
+    fixed = ("--lr-scheduler", "fixed")
+    rows.append(("schedulefree_adamw", "schedulefree_adamw", None, 1, 1, ("--lr", "0.0025", *fixed)))
+    rows.append(("prodigy", "prodigy", None, 1, 1, ("--lr", "1.0", *fixed)))
     # the same plain run again, last: how far run-to-run noise moves the across-run columns
     rows.append(("plain adam, again", "adam", None, 1, 1, ()))
     return rows
@@ -72,7 +77,7 @@ def bench_command(args, preset, optimizer, learned, guide_fraction, interval, ex
            "--seed", "1", "--num-workers", "0"]
     if args.device == "cpu":
         cmd.append("--cpu")
-    if optimizer == "adam":
+    if not optimizer.startswith("guided_"):  # fairseq's adam, the tuning-free ones
         cmd += ["--task", "translation"]
     else:
         cmd += ["--task", "guided_translation", "--guidance-max-tokens", str(max_tokens // guide_fraction),
