@@ -81,6 +81,7 @@ def language_pair(data: Path):
 
 def train_command(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, overrides=()):
     """fairseq-hydra-train of the preset's config; `overrides` are more hydra overrides."""
+    data, run_dir = Path(data).resolve(), Path(run_dir).resolve()  # hydra runs inside run_dir
     src, tgt = language_pair(data)
     cmd = [str(BIN / "fairseq-hydra-train"), "--config-dir", str(CONFIGS), "--config-name", preset.name,
            f"task.data={data}", f"common.user_dir={PLUGIN}", f"task.source_lang={src}",

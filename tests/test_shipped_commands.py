@@ -57,3 +57,14 @@ def test_benchmark_commands_take_guided_updates(tiny_corpus, device, optimizer):
     assert out.returncode == 0, out.stdout[-4000:]
     rows = json_logs(out.stdout)
     assert len(rows) == 2 and "guided_alpha" in rows[-1] and "guide_pass_ms" in rows[-1]
+
+
+def test_recipe_command_survives_hydra_changing_directory(tiny_corpus, tmp_path, monkeypatch):
+    """fairseq-hydra-train runs inside hydra.run.dir: the README's relative --data and
+    --out must reach it as absolute paths."""
+    monkeypatch.chdir(tiny_corpus.parent)
+    cmd = nmt.train_command(Path(tiny_corpus.name), Path("runs") / "x", "base", 1, nmt.PRESETS["tiny"])
+    paths = {arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in cmd if "=" in arg}
+    for key in ("task.data", "checkpoint.save_dir", "common.log_file", "hydra.run.dir"):
+        assert Path(paths[key]).is_absolute(), (key, paths[key])
+    assert paths["task.data"] == str(tiny_corpus)
