@@ -76,6 +76,9 @@ def build_learned(cfg, learnable: tuple[str, ...], initial_values: dict[str, flo
     beta1, beta2 = _parse_betas(cfg.guided_meta_betas)
     steepness = {n: 1.0 for n in names}
     for name, s in parse_name_values(cfg.guided_steepness, learnable, "--guided-steepness").items():
+        if name not in names:  # it would steer nothing
+            raise ValueError(f"--guided-steepness: {name} is not learned (--guided-hparams "
+                             f"{cfg.guided_hparams!r}); drop {name}= or add {name} to --guided-hparams")
         if not (s > 0 and math.isfinite(s)):
             raise ValueError(f"--guided-steepness: {name}={s} must be > 0")
         steepness[name] = s
