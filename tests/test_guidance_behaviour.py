@@ -1,6 +1,6 @@
 """What the guidance step must do, asserted on computed numbers (issue 15, item 8: each
 test fails on one of the deliberate bugs that no test used to notice):
-- training continues in train() mode (dropout on) after the guidance pass;
+- the model is back in train() mode (dropout on) after the guidance pass;
 - --guidance-refresh never / step / epoch draw the batches they say;
 - rank r of W workers takes global position j*W + r of the guidance batch sequence;
 - guided_last_step_lrs survives a checkpoint;
@@ -36,6 +36,17 @@ cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, spec["a
 task = tasks.setup_task(cfg.task)
 model = task.build_model(cfg.model)
 out = {"ids": [sorted(task.guidance.sample(model, u, "cpu")["id"].tolist()) for u in spec["updates"]]}
+if spec.get("step"):  # one training step through the task's hooks, as fairseq's Trainer makes it
+    from fairseq import optim
+    criterion = task.build_criterion(cfg.criterion)
+    optimizer = optim.build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+    task.load_dataset("train")
+    batches = task.get_batch_iterator(task.dataset("train"), max_sentences=8, seed=1)
+    model.train()
+    task.train_step(next(batches.next_epoch_itr(shuffle=False)), model, criterion, optimizer, 0)
+    task.optimizer_step(optimizer, model, 0)
+    out["guide_ran"] = task.guidance._cached[0] is not None
+    out["modules_in_eval"] = sorted(n for n, m in model.named_modules() if not m.training)
 if spec.get("checkpoint"):
     state = checkpoint_utils.load_checkpoint_to_cpu(spec["checkpoint"])
     model.load_state_dict(state["model"])
@@ -51,12 +62,13 @@ print("PROBE " + json.dumps(out))
 """
 
 
-def probe_cmd(data, world=1, rank=0, rdv="", updates=(), checkpoint=None, extra=()):
+def probe_cmd(data, world=1, rank=0, rdv="", updates=(), checkpoint=None, extra=(), step=False):
     argv = [str(data), "--user-dir", PLUGIN, "--task", "guided_translation", *TINY_MODEL,
             "--optimizer", "guided_adam", "--lr", "0.001", "--guided-hparams", "alpha",
             "--guidance-refresh", "step", "--guidance-batch-size", "8", "--max-tokens", "1000",
             "--cpu", *extra]
-    spec = dict(world=world, rank=rank, rdv=rdv, updates=list(updates), checkpoint=checkpoint, argv=argv)
+    spec = dict(world=world, rank=rank, rdv=rdv, updates=list(updates), checkpoint=checkpoint, argv=argv,
+                step=step)
     return [sys.executable, "-c", PROBE, json.dumps(spec)]
 
 
@@ -121,18 +133,15 @@ def test_guide_loss_is_the_token_mean_in_bits_at_the_updated_parameters(tiny_cor
     assert math.isclose(logged, probe_result(probe.stdout)["guide_bits"], abs_tol=1.5e-3)
 
 
-def test_training_runs_in_train_mode_after_each_guidance_pass(tiny_corpus, tmp_path):
-    """With meta-lr 0 alpha stays 1, so the guided run must follow the plain one; a model
-    left in eval() after the guidance pass trains without dropout from update 2 on."""
-    flags = ["--lr", "0.005", "--dropout", "0.3", "--max-update", "8", "--batch-size", "32"]
-    plain = run(train_cmd(tiny_corpus, tmp_path / "plain", "--optimizer", "guided_adam", *flags))
-    guided = run(train_cmd(tiny_corpus, tmp_path / "guided", "--optimizer", "guided_adam", *flags,
-                           "--guided-hparams", "alpha", "--guided-meta-lr", "0"))
-    assert plain.returncode == 0 and guided.returncode == 0, guided.stdout[-2000:]
-    a, b = json_logs(plain.stdout), json_logs(guided.stdout)
-    assert len(a) == len(b) == 8 and "guide_loss" in b[0]
-    for x, y in zip(a, b):
-        assert math.isclose(float(x["loss"]), float(y["loss"]), rel_tol=1e-3), (x, y)
+def test_the_model_is_back_in_train_mode_after_the_meta_step(tiny_corpus):
+    """The guidance pass runs in eval() (no dropout in the guidance loss) and must restore
+    train(). fairseq 0.12.3.1's Trainer happens to call model.train() at every train_step,
+    which would hide a model left in eval() in fairseq-train; the task hook must not rely on
+    it (a --update-freq loop, another trainer, a validation hook after optimizer_step)."""
+    out = run(probe_cmd(tiny_corpus, step=True))
+    assert out.returncode == 0, out.stdout[-3000:]
+    result = probe_result(out.stdout)
+    assert result["guide_ran"] and result["modules_in_eval"] == []
 
 
 def test_last_step_lrs_survive_a_checkpoint():
