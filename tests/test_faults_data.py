@@ -106,3 +106,12 @@ def test_truncated_deb_is_not_trusted(tmp_path):
                                str(tmp_path / name)]).returncode == 0
 
     assert intact("probe.deb") and not intact("cut.deb")
+
+
+def test_guide_every_1_is_refused_for_monolingual_text(tmp_path):
+    from guided_recipes import monolingual
+
+    (tmp_path / "lines.tsv").write_text("".join(f"{i}\tline {i}\n" for i in range(50)))
+    with pytest.raises(SystemExit, match="--guide-every 1 puts every line in guide"):
+        monolingual.split(tmp_path / "lines.tsv", tmp_path, guide_every=1, valid_every=10)
+    assert not (tmp_path / "train.txt").exists()
