@@ -42,8 +42,9 @@ class GuidedHyperConfig(FairseqDataclass):
     )
     guided_steepness: str = field(
         default="", metadata={"help": "per hyper-parameter steepness s (value = act(s * raw)), "
-                              "as NAME=S,NAME=S; unnamed ones use 1. It multiplies that value's "
-                              "effective meta learning rate; > 0"}
+                              "as NAME=S,NAME=S for names in --guided-hparams; unnamed ones use 1. It "
+                              "multiplies that value's effective meta learning rate (changing it on "
+                              "resume keeps the learned values); > 0"}
     )
     guided_per_tensor_loop: bool = field(
         default=False, metadata={"help": "update each parameter tensor with its own kernels, as "
