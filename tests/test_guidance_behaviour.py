@@ -151,11 +151,11 @@ def test_last_step_lrs_survive_a_checkpoint():
     params = [torch.nn.Parameter(torch.randn(5))]
     meta = MetaAdamConfig()
 
-    def build(p):
+    def build(p, lr):
         return GuidedAdam(p, LearnedHyperParams(["alpha", "beta1"], {"alpha": 1.0, "beta1": 0.9},
-                                                {"alpha": 1.0, "beta1": 1.0}, meta), lr=0.1)
+                                                {"alpha": 1.0, "beta1": 1.0}, meta), lr=lr)
 
-    opt = build(params)
+    opt = build(params, 0.1)
     params[0].grad = torch.randn(5)
     opt.step()
     for g in opt.param_groups:
@@ -164,7 +164,7 @@ def test_last_step_lrs_survive_a_checkpoint():
     expected = opt.hypergradient(guide)
     copy = [torch.nn.Parameter(params[0].detach().clone())]
     copy[0].grad = params[0].grad.clone()
-    restored = build(copy)
+    restored = build(copy, 0.05)  # a resumed run builds its optimizer at the scheduler's lr
     restored.load_state_dict(opt.state_dict())
     assert restored.last_step_lrs == [0.1]
     assert torch.equal(restored.hypergradient(guide), expected)
