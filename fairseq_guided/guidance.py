@@ -7,8 +7,10 @@ per update (after all --update-freq micro-batches), so the meta step runs once p
 """
 
 import contextlib
+import glob
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -90,6 +92,38 @@ def validate_guidance_config(cfg) -> None:
         cfg.guidance_max_tokens or cfg.guidance_batch_size or cfg.train_max_tokens or cfg.train_batch_size
     ):
         raise ValueError("set --guidance-max-tokens or --guidance-batch-size (or --max-tokens)")
+
+
+def check_split_files(data: str, split: str) -> None:
+    """Name an empty binarized file of `split` (an interrupted fairseq-preprocess or copy)
+    before fairseq's loader fails with "cannot mmap an empty file"."""
+    for folder in str(data).split(":"):
+        for path in sorted(glob.glob(os.path.join(folder, f"{split}.*bin")) +
+                           glob.glob(os.path.join(folder, f"{split}.*idx"))):
+            if os.path.getsize(path) == 0:
+                raise ValueError(f"--guidance-subset {split!r}: {path} is empty (0 bytes); binarize "
+                                 f"the split again with fairseq-preprocess")
+
+
+def check_guidance_fits(task, cfg) -> None:
+    """Refuse a --guidance-max-tokens (or --max-tokens) below the longest guidance example
+    now: fairseq's batching would assert on it at the first meta step."""
+    max_tokens = cfg.guidance_max_tokens or (None if cfg.guidance_batch_size else cfg.train_max_tokens)
+    dataset = task.dataset(cfg.guidance_subset)
+    if not max_tokens or len(dataset) == 0:
+        return
+    indices, _ = dataset.filter_indices_by_size(np.arange(len(dataset)), task.max_positions())
+    if len(indices) == 0:
+        return  # GuidanceRunner names the max positions
+    if hasattr(dataset, "num_tokens_vec"):
+        longest = int(np.max(dataset.num_tokens_vec(indices)))
+    else:
+        longest = max(int(dataset.num_tokens(int(i))) for i in indices)
+    if longest > max_tokens:
+        flag = "--guidance-max-tokens" if cfg.guidance_max_tokens else "--max-tokens (used for guidance)"
+        raise ValueError(f"{flag} {max_tokens} is smaller than the longest example of --guidance-subset "
+                         f"{cfg.guidance_subset!r} ({longest} tokens); set --guidance-max-tokens "
+                         f">= {longest}")
 
 
 def find_guided_optimizer(optimizer) -> Optional[GuidedOptimizerBase]:

@@ -37,13 +37,10 @@ class GuidanceBatches:
             raise ValueError(f"--guidance-subset {subset!r} has no example that fits the model's "
                              f"max positions {max_positions}; nothing to guide with")
         sizes = dataset.num_tokens_vec(indices)
-        if self.max_tokens is not None:
-            fits = sizes <= self.max_tokens
-            if not fits.any():
-                raise ValueError(f"--guidance-max-tokens {self.max_tokens} is smaller than every "
-                                 f"example of --guidance-subset {subset!r} (the shortest has "
-                                 f"{int(sizes.min())} tokens)")
-            indices, sizes = indices[fits], sizes[fits]
+        if self.max_tokens is not None and sizes.max() > self.max_tokens:
+            # the task refuses this at setup (preflight); kept for direct use of this class
+            raise ValueError(f"--guidance-max-tokens {self.max_tokens} is smaller than the longest "
+                             f"example of --guidance-subset {subset!r} ({int(sizes.max())} tokens)")
         self.indices, self.sizes = indices, sizes
         self._pass_cache = {}  # pass number -> its batches (only the latest is kept)
         self._counts = []  # number of batches in each pass so far

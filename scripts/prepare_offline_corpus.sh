@@ -97,7 +97,19 @@ apt_opts=(-o "Dir::State::Lists=$lists" -o "Dir::Cache=$cache/apt-cache"
           -o "Acquire::Languages=en,$x" -q)
 # apt hands downloads to the unprivileged _apt user, who cannot write into a folder of root's.
 [ "$(id -u)" = 0 ] && apt_opts+=(-o APT::Sandbox::User=root)
-have_debs() { for p in "${packages[@]}"; do ls "$cache/debs/${p}"_*.deb >/dev/null 2>&1 || return 1; done; }
+have_debs() {  # every package there and whole; damaged ones are deleted, so they are fetched again
+  local p f ok=0
+  for p in "${packages[@]}"; do
+    ls "$cache/debs/${p}"_*.deb >/dev/null 2>&1 || { ok=1; continue; }
+    for f in "$cache/debs/${p}"_*.deb; do
+      deb_intact "$f" && continue
+      echo "[download] $f is damaged (an interrupted download?): fetching it again"
+      rm -f "$f"
+      ok=1
+    done
+  done
+  return $ok
+}
 have_lists() { ls "$lists"/*_i18n_Translation-en* "$lists"/*_i18n_Translation-"$x"* >/dev/null 2>&1; }
 t0=$(date +%s)
 if have_debs && { [ -z "$with_debian" ] || have_lists; }; then
@@ -111,6 +123,7 @@ else
 fi
 debs=()
 for p in "${packages[@]}"; do debs+=("$(ls "$cache/debs/${p}"_*.deb | sort -V | tail -n1)"); done
+for f in "${debs[@]}"; do deb_intact "$f" || die "$f is damaged even after downloading it again"; done
 [ -n "${downloaded:-}" ] && echo "[download] done in $(( $(date +%s) - t0 )) s: $(basename -a "${debs[@]}" | tr '\n' ' ')"
 
 # -- extract + shared stages ----------------------------------------------------------------

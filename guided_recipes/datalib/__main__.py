@@ -31,6 +31,13 @@ def cmd_wmt19_urls(a):
     print("\n".join(wmt19.download_list(a.pair, a.corpora)))
 
 
+def cmd_wmt19_verify(a):
+    n = wmt19.verify_raw(a.raw_dir, a.pair, a.corpora, a.skip_checksum,
+                         record=a.dest / ".stamps" / "verified.json")
+    print(f"[verify] {n} archives whole" + (f" (md5 not checked: {', '.join(a.skip_checksum)})"
+                                             if a.skip_checksum else ""), flush=True)
+
+
 def cmd_wmt19_extract(a):
     src, tgt, x = wmt19.check_pair(a.pair)
     names = list(wmt19.select(x, a.corpora))
@@ -145,6 +152,12 @@ def main(argv=None):
     sp.add_argument("--pair", required=True)
     sp.add_argument("--raw-dir", type=Path, required=True)
     sp.add_argument("--corpora", type=corpora, default=[])
+    sp = add("wmt19-verify", cmd_wmt19_verify, langs=False)
+    sp.add_argument("--pair", required=True)
+    sp.add_argument("--raw-dir", type=Path, required=True)
+    sp.add_argument("--corpora", type=corpora, default=[])
+    sp.add_argument("--skip-checksum", type=corpora, default=[],
+                    help="files whose md5 is not checked (a newer release than the published one)")
     sp = add("offline-extract", cmd_offline_extract, langs=False)
     sp.add_argument("--pair", required=True)
     sp.add_argument("--debs", type=Path, nargs="+", required=True)
