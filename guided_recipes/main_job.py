@@ -182,6 +182,8 @@ def study_job(args, preset, seeds, data, raw, runs, report, times):
     table += [f"| {r['setting']} | {r['seed']} | {_value(r['final'], '.4g')} | {_value(r['bleu'], '.2f')} | "
               f"{r['run']} |" for r in rows]
     (report / f"{name}.md").write_text("\n".join(table) + "\n")
+    (report / f"commands_{name}.sh").write_text("\n".join(
+        (run / "commands.sh").read_text() for _, _, run in plan if (run / "commands.sh").is_file()))
     plot = study_plots.schedules if args.study == "schedules" else study_plots.lr_sensitivity
     return [report / f"{name}.md", report / f"{name}.json", *plot(rows, report)]
 

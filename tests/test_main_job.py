@@ -194,6 +194,7 @@ def test_schedules_study(report):
         assert row["curve"][0] == [0, start] and len(row["curve"]) > 2
         assert abs(row["curve"][1][1] - start) < 0.05  # two updates in: near where it began
         assert row["final"] == row["curve"][-1][1] and math.isfinite(row["bleu"])
+    assert (folder / "commands_schedules.sh").read_text().count("fairseq-hydra-train --config-dir") == 3
     for png in ("fig1_alpha.png", "fig2_beta1.png"):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     claims = claim_lines(folder)
