@@ -129,9 +129,11 @@ def run_info(run_dir: Path) -> dict:
     return json.loads(info.read_text()) if info.exists() else {}
 
 
-def train(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, echo=True, overrides=()) -> bool:
+def train(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, echo=True, overrides=(),
+          info=None) -> bool:
     """Train one run; False when it had finished before (nothing done). An interrupted run
-    continues from its checkpoint_last.pt (fairseq's own resume) and appends to its logs."""
+    continues from its checkpoint_last.pt (fairseq's own resume) and appends to its logs.
+    `info` (e.g. a study's setting) is recorded in run.json with the overrides."""
     if run_info(run_dir).get("trained"):
         return False
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -140,8 +142,9 @@ def train(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, ec
     record_command(run_dir, f"train {variant} seed {seed}", cmd)
     start = time.time()
     run_logged(cmd, run_dir / "train.stdout", echo, append=True)
-    info = dict(run_info(run_dir), variant=variant, seed=seed, preset=preset.name, trained=True,
-                train_seconds=round(time.time() - start, 1))
+    info = dict(run_info(run_dir), **(info or {}), variant=variant, seed=seed, preset=preset.name,
+                trained=True, train_seconds=round(time.time() - start, 1),
+                **({"overrides": list(overrides)} if overrides else {}))
     (run_dir / "run.json").write_text(json.dumps(info, indent=1))
     return True
 
@@ -178,6 +181,12 @@ def evaluate(data: Path, raw: Path, run_dir: Path, preset: Preset, echo=False, s
     result = dict(run_info(run_dir), **{key: bleu.score, "bleu_signature": str(metric.get_signature())})
     (run_dir / "run.json").write_text(json.dumps(result, indent=1))
     return bleu.score
+
+
+def has_subset(data: Path, subset: str) -> bool:
+    """Whether the binarized corpus has split `subset` (e.g. test_debian, which is optional)."""
+    src, tgt = language_pair(data)
+    return all((data / f"{subset}.{src}-{tgt}.{lang}.idx").is_file() for lang in (src, tgt))
 
 
 def main():
