@@ -168,3 +168,25 @@ def test_last_step_lrs_survive_a_checkpoint():
     restored.load_state_dict(opt.state_dict())
     assert restored.last_step_lrs == [0.1]
     assert torch.equal(restored.hypergradient(guide), expected)
+
+
+def test_alpha_hypergradient_uses_the_lr_of_the_step_taken():
+    """fairseq's scheduler sets each group's lr before the step and moves it on after: the
+    alpha hypergradient is sched_lr x d/d lr at the lr the step used, whatever the lr the
+    optimizer was built with or the lr it holds now."""
+    torch.manual_seed(1)
+    start, grad, guide = torch.randn(6), torch.randn(6), [torch.randn(6)]
+    meta = MetaAdamConfig()
+
+    def stepped(build_lr):
+        p = [torch.nn.Parameter(start.clone())]
+        opt = GuidedAdam(p, LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, meta), lr=build_lr)
+        for g in opt.param_groups:
+            g["lr"] = 0.3  # the scheduler's lr for this step
+        p[0].grad = grad.clone()
+        opt.step()
+        for g in opt.param_groups:
+            g["lr"] = 0.05  # and its next one
+        return opt.hypergradient(guide)
+
+    assert torch.allclose(stepped(0.1), stepped(0.3), rtol=1e-12)
