@@ -35,7 +35,8 @@ parser = options.get_training_parser()
 cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, spec["argv"]))
 task = tasks.setup_task(cfg.task)
 model = task.build_model(cfg.model)
-out = {"ids": [sorted(task.guidance.sample(model, u, "cpu")["id"].tolist()) for u in spec["updates"]]}
+out = {"ids": [sorted(i for part in task.guidance.sample(model, u, "cpu") for i in part["id"].tolist())
+               for u in spec["updates"]]}
 if spec.get("step"):  # one training step through the task's hooks, as fairseq's Trainer makes it
     from fairseq import optim
     criterion = task.build_criterion(cfg.criterion)
@@ -51,13 +52,14 @@ if spec.get("checkpoint"):
     state = checkpoint_utils.load_checkpoint_to_cpu(spec["checkpoint"])
     model.load_state_dict(state["model"])
     model.eval()
-    sample = task.guidance.sample(model, 0, "cpu")
-    with torch.no_grad():
-        lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
-    target = sample["target"]
-    mask = target.ne(task.target_dictionary.pad())
-    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)[mask].double().sum()
-    out["guide_bits"] = float(nll / mask.sum() / math.log(2))
+    nll = count = 0
+    for part in task.guidance.sample(model, 0, "cpu"):  # length-sorted parts of one sample
+        with torch.no_grad():
+            lprobs = model.get_normalized_probs(model(**part["net_input"]), log_probs=True)
+        mask = part["target"].ne(task.target_dictionary.pad())
+        nll += -lprobs.gather(-1, part["target"].unsqueeze(-1)).squeeze(-1)[mask].double().sum()
+        count += mask.sum()
+    out["guide_bits"] = float(nll / count / math.log(2))
 print("PROBE " + json.dumps(out))
 """
 
