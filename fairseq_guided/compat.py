@@ -1,14 +1,24 @@
 """Narrow shims for fairseq-fixed 0.12.3.1 on torch >= 2.6. Each has a test in
-tests/test_compat.py.
+tests/test_compat.py (and the fault tests of tests/test_faults_*.py).
 
-torch.load now defaults to weights_only=True, and fairseq's checkpoint loader does not pass
-weights_only. Instead of switching the safety off, allow the few non-tensor types a fairseq
-checkpoint holds; anything else in a checkpoint is still refused by torch.
+- torch.load now defaults to weights_only=True, and fairseq's checkpoint loader does not
+  pass weights_only. Instead of switching the safety off, allow the few non-tensor types a
+  fairseq checkpoint holds; anything else in a checkpoint is still refused by torch.
+- fairseq writes the first checkpoint file of a save atomically (.tmp, then rename) but
+  copies it to checkpoint_last.pt / checkpoint_best.pt in place: a kill during the copy
+  leaves a truncated file. The copy in checkpoint_utils is made atomic the same way.
+- fairseq's NanDetector (run after a NaN/Inf gradient to say where it arose) registers
+  torch's deprecated non-full backward hook on every module; on torch 2.13 a module whose
+  output is a dict without a tensor value (fairseq's encoder) makes torch's hook set-up
+  raise StopIteration, which replaces fairseq's "gradients are Nan/Inf" report. Its
+  backward check is attached to the output tensors instead.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import os
+import shutil
 
 import torch
 
@@ -20,3 +30,82 @@ FAIRSEQ_CHECKPOINT_GLOBALS = [argparse.Namespace, collections.OrderedDict]
 
 def allow_fairseq_checkpoint_types() -> None:
     torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS)
+
+
+# -- atomic checkpoint copies ---------------------------------------------------------------
+def atomic_copy(src: str, dst: str) -> None:
+    """Copy src to dst so that dst is always either its old content or the whole of src:
+    write dst.tmp (as fairseq's own atomic save does), flush it to disk, then rename."""
+    tmp = dst + ".tmp"
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class _AtomicCopyPathManager:
+    """fairseq's PathManager as checkpoint_utils sees it, with copy() of local files made
+    atomic; every other call (and any remote path) goes to fairseq's own."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def copy(self, src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+        local = "://" not in str(src_path) and "://" not in str(dst_path)
+        if not local or (not overwrite and os.path.exists(dst_path)):
+            return self._inner.copy(src_path, dst_path, overwrite)
+        atomic_copy(str(src_path), str(dst_path))
+        return True
+
+
+def make_checkpoint_copies_atomic() -> None:
+    from fairseq import checkpoint_utils
+
+    if not isinstance(checkpoint_utils.PathManager, _AtomicCopyPathManager):
+        checkpoint_utils.PathManager = _AtomicCopyPathManager(checkpoint_utils.PathManager)
+
+
+# -- fairseq's NaN detector on torch 2.13 ---------------------------------------------------
+def _tensors(x):
+    if torch.is_tensor(x):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _tensors(v)
+
+
+def _nan_detector_add_hooks(self, module):
+    if self.forward:
+        self.fhooks.append(module.register_forward_hook(self.fhook_fn))
+    if self.backward:
+        self.bhooks.append(module.register_forward_hook(self._watch_output_grads))
+
+
+def _nan_detector_watch_output_grads(self, module, inp, output):
+    # what the non-full backward hook reported: the gradient of the module's output
+    def check(grad):
+        if not self.has_printed_b:
+            self._apply(module, None, grad, backward=True)
+
+    for t in _tensors(output):
+        if t.requires_grad:
+            t.register_hook(check)
+
+
+def fix_nan_detector() -> None:
+    from fairseq.nan_detector import NanDetector
+
+    NanDetector.add_hooks = _nan_detector_add_hooks
+    NanDetector._watch_output_grads = _nan_detector_watch_output_grads

@@ -7,8 +7,10 @@ per update (after all --update-freq micro-batches), so the meta step runs once p
 """
 
 import contextlib
+import glob
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -22,13 +24,16 @@ from fairseq.distributed import utils as dist_utils
 from fairseq.models import BaseFairseqModel
 from omegaconf import II
 
+from . import flat_masters
+from .guidance_batches import GuidanceBatches
 from .hypergrad.optimizers import GuidedOptimizerBase
-from .masters import guidance_loss_scale, master_slots
+from .masters import find_fairseq_guided, guidance_loss_scale, master_slots
 
 logger = logging.getLogger(__name__)
 
 GUIDANCE_SOURCES = ChoiceEnum(["heldout", "train"])
 GUIDANCE_REFRESH = ChoiceEnum(["never", "step", "epoch"])
+GUIDANCE_BATCHING = ChoiceEnum(["random", "bucketed"])
 
 
 @dataclass
@@ -56,6 +61,13 @@ class GuidanceConfig(FairseqDataclass):
                                    "paper's default); step: the next batch at every meta step; "
                                    "epoch: a new batch each training epoch"}
     )
+    guidance_batching: GUIDANCE_BATCHING = field(
+        default="random", metadata={"help": "random: each guidance batch is a uniform random sample "
+                                    "of the guide split (all lengths), packed up to the guidance "
+                                    "batch size, fixed by --seed (the paper: a held-out sample of the "
+                                    "data); bucketed: fairseq's length-sorted batches (little "
+                                    "padding, but each batch holds sentences of one length)"}
+    )
     guidance_interval: int = field(
         default=1, metadata={"help": "run the meta step every K updates; >= 1"}
     )
@@ -65,6 +77,7 @@ class GuidanceConfig(FairseqDataclass):
                                  "guidance batch (guide_pass_ms), both synchronised; costs that "
                                  "extra pass and host syncs"}
     )
+    seed: int = II("common.seed")
     train_max_tokens: Optional[int] = II("dataset.max_tokens")
     train_batch_size: Optional[int] = II("dataset.batch_size")
 
@@ -80,6 +93,38 @@ def validate_guidance_config(cfg) -> None:
         cfg.guidance_max_tokens or cfg.guidance_batch_size or cfg.train_max_tokens or cfg.train_batch_size
     ):
         raise ValueError("set --guidance-max-tokens or --guidance-batch-size (or --max-tokens)")
+
+
+def check_split_files(data: str, split: str) -> None:
+    """Name an empty binarized file of `split` (an interrupted fairseq-preprocess or copy)
+    before fairseq's loader fails with "cannot mmap an empty file"."""
+    for folder in str(data).split(":"):
+        for path in sorted(glob.glob(os.path.join(folder, f"{split}.*bin")) +
+                           glob.glob(os.path.join(folder, f"{split}.*idx"))):
+            if os.path.getsize(path) == 0:
+                raise ValueError(f"--guidance-subset {split!r}: {path} is empty (0 bytes); binarize "
+                                 f"the split again with fairseq-preprocess")
+
+
+def check_guidance_fits(task, cfg) -> None:
+    """Refuse a --guidance-max-tokens (or --max-tokens) below the longest guidance example
+    now: fairseq's batching would assert on it at the first meta step."""
+    max_tokens = cfg.guidance_max_tokens or (None if cfg.guidance_batch_size else cfg.train_max_tokens)
+    dataset = task.dataset(cfg.guidance_subset)
+    if not max_tokens or len(dataset) == 0:
+        return
+    indices, _ = dataset.filter_indices_by_size(np.arange(len(dataset)), task.max_positions())
+    if len(indices) == 0:
+        return  # GuidanceRunner names the max positions
+    if hasattr(dataset, "num_tokens_vec"):
+        longest = int(np.max(dataset.num_tokens_vec(indices)))
+    else:
+        longest = max(int(dataset.num_tokens(int(i))) for i in indices)
+    if longest > max_tokens:
+        flag = "--guidance-max-tokens" if cfg.guidance_max_tokens else "--max-tokens (used for guidance)"
+        raise ValueError(f"{flag} {max_tokens} is smaller than the longest example of --guidance-subset "
+                         f"{cfg.guidance_subset!r} ({longest} tokens); set --guidance-max-tokens "
+                         f">= {longest}")
 
 
 def find_guided_optimizer(optimizer) -> Optional[GuidedOptimizerBase]:
@@ -120,37 +165,13 @@ class GuidanceRunner:
     def __init__(self, task, cfg):
         self.task = task
         self.cfg = cfg
-        self._batches = None
+        self._batches = None  # GuidanceBatches, built at the first meta step
         self._cached = (None, None)  # (batch number, sample on device)
         self._epoch = 1
 
     # -- which guidance batch -----------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         self._epoch = epoch
-
-    def _batch_list(self, model):
-        if self._batches is None:
-            cfg = self.cfg
-            subset = cfg.guidance_subset
-            if subset not in self.task.datasets:
-                self.task.load_dataset(subset, combine=False, epoch=1)
-            dataset = self.task.dataset(subset)
-            max_positions = utils.resolve_max_positions(self.task.max_positions(), model.max_positions())
-            iterator = self.task.get_batch_iterator(
-                dataset=dataset,
-                max_tokens=cfg.guidance_max_tokens or (None if cfg.guidance_batch_size else cfg.train_max_tokens),
-                max_sentences=cfg.guidance_batch_size or (None if cfg.guidance_max_tokens else cfg.train_batch_size),
-                max_positions=max_positions, ignore_invalid_inputs=True, seed=1,
-                disable_iterator_cache=True,
-            )
-            self._batches = [b for b in iterator.frozen_batches if len(b) > 0]
-            if not self._batches:
-                raise ValueError(f"--guidance-subset {subset!r} has no example that fits the model's "
-                                 f"max positions {max_positions}; nothing to guide with")
-            self._dataset = dataset
-            logger.info(f"guidance: {len(dataset)} examples of {subset!r} in {len(self._batches)} "
-                        f"batches; refresh={cfg.guidance_refresh}, interval={cfg.guidance_interval}")
-        return self._batches
 
     def batch_number(self, update_num: int) -> int:
         """Global guidance batch j: fixed, per meta step, or per epoch."""
@@ -161,22 +182,24 @@ class GuidanceRunner:
         return update_num // self.cfg.guidance_interval
 
     def sample(self, model, update_num: int, device):
-        """This worker's share of guidance batch j (a deterministic function of j, so a
-        resumed run draws the same batches without saving an iterator)."""
+        """This worker's share of guidance batch j as a list of collated parts (a
+        deterministic function of j and the seed, so a resumed run draws the same batches
+        without saving an iterator)."""
         j = self.batch_number(update_num)
         if self._cached[0] == j:
             return self._cached[1]
-        batches = self._batch_list(model)
+        if self._batches is None:
+            self._batches = GuidanceBatches(self.task, self.cfg, model)
         world = dist_utils.get_data_parallel_world_size()
         rank = dist_utils.get_data_parallel_rank() if world > 1 else 0
-        position = j * world + rank
-        guidance_epoch, index = divmod(position, len(batches))
-        order = np.random.RandomState(1 + guidance_epoch).permutation(len(batches))
-        indices = batches[order[index]]
-        sample = self._dataset.collater([self._dataset[int(i)] for i in indices])
-        sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-        self._cached = (j, sample)
-        return sample
+        indices = self._batches.at(j * world + rank)
+        dataset = self._batches.dataset
+        parts = [dataset.collater([dataset[int(i)] for i in part]) for part in self._batches.parts(indices)]
+        if self._cached[0] is None:
+            self._batches.log_first(indices, parts)
+        parts = [utils.apply_to_sample(lambda t: t.to(device), part) for part in parts]
+        self._cached = (j, parts)
+        return parts
 
     # -- the meta step ---------------------------------------------------------------------
     @staticmethod
@@ -224,7 +247,7 @@ class GuidanceRunner:
     def _heldout_meta_step(self, guided, optimizer, model, update_num):
         module = unwrap_model(model)  # a DDP wrapper would all-reduce: skip it
         device = guided.learned.device
-        sample = self.sample(module, update_num, next(module.parameters()).device)
+        parts = self.sample(module, update_num, next(module.parameters()).device)
         params = [p for p in module.parameters() if p.requires_grad]
         slots = master_slots(optimizer, guided, params)
         if not slots:
@@ -247,20 +270,26 @@ class GuidanceRunner:
         handles = []
         for p in params:
             p.grad = None
-            if id(p) in slots:
-                handles.append(p.register_post_accumulate_grad_hook(hook_for(slots[id(p)])))
         was_training = module.training
         module.eval()  # no dropout in the guidance loss
         # torch's DDP hooks every parameter: keep them from all-reducing guidance gradients
         no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+        loss_sum = ntokens = 0
         try:
             with no_sync(), torch.enable_grad(), self.autocast(optimizer):
-                loss_sum, ntokens = token_mean_nll(module, sample, self.task.target_dictionary.pad())
-                (loss_sum * scale).backward()
+                for k, part in enumerate(parts):
+                    if k == len(parts) - 1:
+                        # earlier parts' gradients add up in .grad; the hooks fire after
+                        # the last part is accumulated, so they see the whole sample's
+                        handles = [p.register_post_accumulate_grad_hook(hook_for(slots[id(p)]))
+                                   for p in params if id(p) in slots]
+                    part_loss, part_tokens = token_mean_nll(module, part, self.task.target_dictionary.pad())
+                    (part_loss * scale).backward()
+                    loss_sum, ntokens = loss_sum + part_loss.detach(), ntokens + part_tokens
         except torch.OutOfMemoryError as e:
             raise RuntimeError(
-                f"the guidance batch ({sample['ntokens']} target tokens, {sample['nsentences']} "
-                f"sentences) does not fit in memory at update {update_num + 1}: lower "
+                f"a part of the guidance batch ({max(int(p['ntokens']) for p in parts)} target tokens) "
+                f"does not fit in memory at update {update_num + 1}: lower "
                 f"--guidance-max-tokens / --guidance-batch-size") from e
         finally:
             for h in handles:
@@ -269,7 +298,7 @@ class GuidanceRunner:
             for p, g in zip(params, stashed_grads):
                 p.grad = g
         k = len(guided.learned.names)
-        stats = torch.cat([rows.total() / scale, loss_sum.detach().to(device=device, dtype=torch.float64).reshape(1),
+        stats = torch.cat([rows.total() / scale, loss_sum.to(device=device, dtype=torch.float64).reshape(1),
                            ntokens.to(device=device, dtype=torch.float64).reshape(1), guided.learned.raw])
         world = dist_utils.get_data_parallel_world_size()
         if world > 1:
@@ -298,7 +327,7 @@ class GuidanceRunner:
         batch whose gradients are dropped as they arrive (the meta step's memory, none of
         its dot products)."""
         module = unwrap_model(model)
-        sample = self.sample(module, update_num, next(module.parameters()).device)
+        parts = self.sample(module, update_num, next(module.parameters()).device)
         params = [p for p in module.parameters() if p.requires_grad]
         stashed_grads = [p.grad for p in params]
         handles = []
@@ -310,8 +339,9 @@ class GuidanceRunner:
                 handles.append(p.register_post_accumulate_grad_hook(_drop_grad))
             with self._timed("guide_pass_ms", model), getattr(model, "no_sync", contextlib.nullcontext)(), \
                     torch.enable_grad(), self.autocast(optimizer):
-                loss_sum, _ = token_mean_nll(module, sample, self.task.target_dictionary.pad())
-                (loss_sum * guidance_loss_scale(optimizer)).backward()
+                for part in parts:
+                    loss_sum, _ = token_mean_nll(module, part, self.task.target_dictionary.pad())
+                    (loss_sum * guidance_loss_scale(optimizer)).backward()
         finally:
             for h in handles:
                 h.remove()
@@ -348,12 +378,26 @@ class GuidedTaskMixin:
 
     guidance: GuidanceRunner
 
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        flat_masters.record_layout("model", model)  # what flat --fp16 will flatten
+        return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        flat_masters.record_layout("criterion", criterion)
+        return criterion
+
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.guidance.set_epoch(epoch)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         self.guidance.guided_optimizer(optimizer)  # refuse a stock optimizer before any update
+        views = getattr(find_fairseq_guided(optimizer), "flat_views", None)
+        if views is not None and not getattr(self, "_flat_layout_checked", False):
+            flat_masters.check_views_match(views, optimizer.fp16_params, type(optimizer).__name__)
+            self._flat_layout_checked = True
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def optimizer_step(self, optimizer, model, update_num):

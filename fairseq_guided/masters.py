@@ -10,13 +10,15 @@ from typing import Optional
 
 import torch
 
+from .flat_masters import check_views_match
+
 
 @dataclass
 class MasterSlot:
     group_index: int
     owner: torch.Tensor  # the tensor the guided optimizer stepped
     region: Optional[slice]  # part of a flat owner, or None for the whole tensor
-    train_grad: torch.Tensor  # the gradient that step used (owner-shaped, or the region)
+    train_grad: torch.Tensor  # the gradient that step used, owner-shaped (dot_row takes the region)
 
 
 def master_slots(optimizer, guided, params) -> dict:
@@ -25,7 +27,14 @@ def master_slots(optimizer, guided, params) -> dict:
     fp32_params = getattr(optimizer, "fp32_params", None)
     fp16_params = getattr(optimizer, "fp16_params", None)
     slots = {}
-    if isinstance(fp32_params, dict):  # --fp16 with flat grads: one buffer per device
+    flat_views = getattr(find_fairseq_guided(optimizer), "flat_views", None)
+    if isinstance(fp32_params, dict) and flat_views is not None:  # flat --fp16, per-tensor update
+        check_views_match(flat_views, fp16_params, type(guided).__name__)
+        for p, view in zip((p for p in fp16_params if p.requires_grad), flat_views):
+            if view in guided.state:
+                slots[id(p)] = MasterSlot(group_of[id(view)], view, None, view.grad)
+        return slots
+    if isinstance(fp32_params, dict):  # flat --fp16, elementwise update: slices of the buffer
         offsets = {}
         for p in fp16_params:
             flat = fp32_params[next(iter(fp32_params))] if len(fp32_params) == 1 else fp32_params[p.device.index]
@@ -33,7 +42,7 @@ def master_slots(optimizer, guided, params) -> dict:
             region = slice(start, start + p.numel())
             offsets[id(flat)] = region.stop
             if flat in guided.state:
-                slots[id(p)] = MasterSlot(group_of[id(flat)], flat, region, flat.grad.view(-1)[region])
+                slots[id(p)] = MasterSlot(group_of[id(flat)], flat, region, flat.grad)
         return slots
     if isinstance(fp32_params, list):  # --fp16 --fp16-no-flatten-grads
         pairs = zip(fp16_params, fp32_params)
@@ -43,6 +52,13 @@ def master_slots(optimizer, guided, params) -> dict:
         if owner in guided.state and owner.grad is not None:
             slots[id(p)] = MasterSlot(group_of[id(owner)], owner, None, owner.grad)
     return slots
+
+
+def find_fairseq_guided(optimizer):
+    """The registered guided fairseq optimizer inside fairseq's precision wrappers."""
+    while not hasattr(optimizer, "flat_views") and hasattr(optimizer, "fp32_optimizer"):
+        optimizer = optimizer.fp32_optimizer
+    return optimizer
 
 
 def guidance_loss_scale(optimizer):

@@ -12,7 +12,6 @@ stock adam, and the time of one hypergradient from a materialised guidance gradi
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 

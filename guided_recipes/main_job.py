@@ -1,22 +1,31 @@
 """The main job: on the real offline de-en corpus, train baseline LAMB and guided alpha,
 beta1 and alpha+beta1 with the same budget and seeds, score each with fairseq-generate
-(beam 4) and sacrebleu, and write a report folder (BLEU table as the paper's Table 1,
-plots of the learned schedules and loss curves, the exact commands).
+(beam 4) and sacrebleu on two test sets (LibreOffice help, in domain, and held-out Debian
+package descriptions), and write a report folder: Table 1 with seed statistics and paired
+bootstrap tests, plots of the learned schedules and loss curves, findings.md (the paper's
+five claims), the exact commands.
 
-    python scripts/main_job.py                 # CPU preset, 2 seeds (about 40 min on 2 cores)
-    python scripts/main_job.py --preset gpu    # ~121M-parameter model, LAMB, --fp16
+    python scripts/main_job.py                 # CPU preset (configs/nmt/cpu.yaml): Table 1
+    python scripts/main_job.py --preset gpu    # one GPU, the four variants at once
+    python scripts/main_job.py --study schedules        # Figures 1 and 2 (learned curves)
+    python scripts/main_job.py --study lr-sensitivity   # base vs alpha+beta1 at 1/4x, 1x, 4x lr
+
+Each study trains into runs/study_NAME-PRESET (beside the main job's runs folder) and
+writes its tables and plots into the main job's report folder, then rewrites findings.md.
+Resumable: a finished run or evaluation is skipped, an interrupted run continues from its
+last checkpoint, so the same command picks up where a stopped job left off.
 """
 import argparse
 import json
 import shlex
 import subprocess
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import nmt as nmt_recipe
-from . import plots as plot_schedules
+from . import findings, nmt as nmt_recipe, plots as plot_schedules, studies, study_plots
 from . import tables as compare_table
+from .runlogs import learned_curve
 
 REPO = nmt_recipe.REPO
 
@@ -32,63 +41,204 @@ def prepare(data_dir: Path, preset) -> list:
     return cmd
 
 
-def main():
+def floats(text):
+    return tuple(float(x) for x in text.split(","))
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=list(nmt_recipe.PRESETS), default="cpu")
+    parser.add_argument("--preset", choices=[n for n, p in nmt_recipe.PRESETS.items() if p.corpus == "offline"],
+                        default="cpu")
+    parser.add_argument("--study", choices=studies.STUDIES, default=None,
+                        help="run a study instead of Table 1 (see above)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the offline corpus goes (default: data/libreoffice-de-en[-VOCAB])")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/main_job-PRESET)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's; "
+                        "--study schedules: its first)")
     parser.add_argument("--quiet", action="store_true", help="keep fairseq's own output in the run logs only")
-    args = parser.parse_args()
+    parser.add_argument("--no-prepare", action="store_true",
+                        help="use the corpus already prepared in --data-dir as it is (a machine without "
+                             "Debian's archive, e.g. the GPU machine with the corpus carried over)")
+    grid = parser.add_argument_group("study grids (sizes; defaults are the paper's settings at this scale)")
+    for name, default in studies.DEFAULTS.items():
+        grid.add_argument("--" + name.replace("_", "-"), type=floats, default=default,
+                          help=f"comma-separated (default {','.join(f'{x:g}' for x in default)})")
+    return parser.parse_args()
+
+
+def commands(preset: str) -> dict:
+    base = f"python scripts/main_job.py --preset {preset}"
+    return {"main": base, "schedules": f"{base} --study schedules", "lr-sensitivity": f"{base} --study lr-sensitivity"}
+
+
+def evaluate_all(preset, plan, data, raw, first_stage, stages, subsets, times):
+    """Score every (label, run) of the plan on every subset; one stage each."""
+    stage = first_stage
+    for label, run in plan:
+        for subset in subsets:
+            t0 = time.time()
+            say(f"stage {stage}/{stages}: evaluate {label} on {subset} (beam 4, sacrebleu)")
+            bleu = nmt_recipe.evaluate(data, raw, run, preset, subset=subset)
+            times[f"evaluate {label} on {subset}"] = time.time() - t0
+            say(f"stage {stage}/{stages}: {label} on {subset}: BLEU {bleu:.2f} ({time.time() - t0:.0f} s)")
+            stage += 1
+
+
+def train_all(preset, plan, data, first_stage, stages, echo, times):
+    """Train every (label, run, variant, seed, overrides, info); one stage each."""
+    def one(i, label, run, variant, seed, overrides, info):
+        t0 = time.time()
+        say(f"stage {first_stage + i}/{stages}: train {label} (run {i + 1} of {len(plan)})")
+        ran = nmt_recipe.train(data, run, variant, seed, preset, echo=echo and preset.parallel == 1,
+                               overrides=overrides, info=info)
+        times[f"train {label}"] = time.time() - t0
+        say(f"stage {first_stage + i}/{stages}: train {label} "
+            + (f"done in {time.time() - t0:.0f} s" if ran else "had finished before: skipped"))
+
+    with ThreadPoolExecutor(max_workers=preset.parallel) as pool:  # each run is a subprocess
+        for future in [pool.submit(one, i, *p) for i, p in enumerate(plan)]:
+            future.result()
+
+
+def alpha_courses(runs: Path) -> dict:
+    """{variant: {seed: {final, max, updates}}} of alpha in the alpha and alpha+beta1 runs."""
+    out = {}
+    for variant in ("alpha", "alpha+beta1"):
+        for run in sorted(runs.glob(f"{variant}-seed*")):
+            curve = learned_curve(run, "guided_alpha")
+            if curve and nmt_recipe.run_info(run).get("variant") == variant:
+                out.setdefault(variant, {})[str(nmt_recipe.run_info(run)["seed"])] = {
+                    "final": curve[-1][1], "max": max(v for _, v in curve), "updates": curve[-1][0]}
+    return out
+
+
+def table1_stages(seeds, subsets):
+    return 1 + len(seeds) * len(nmt_recipe.VARIANTS) * (1 + len(subsets)) + 1
+
+
+def table1_job(args, preset, seeds, data, raw, runs, report, prepare_cmd, times, subsets):
+    plan = [(v, s) for s in seeds for v in nmt_recipe.VARIANTS]
+    stages = table1_stages(seeds, subsets)
+    train_all(preset, [(f"{v}, seed {s}", runs / f"{v}-seed{s}", v, s, (), None) for v, s in plan], data, 2,
+              stages, not args.quiet, times)
+    evaluate_all(preset, [(f"{v}, seed {s}", runs / f"{v}-seed{s}") for v, s in plan], data, raw,
+                 2 + len(plan), stages, subsets, times)
+    say(f"stage {stages}/{stages}: report in {report}")
+    report.mkdir(parents=True, exist_ok=True)
+    data1 = compare_table.table1(runs, raw, nmt_recipe.language_pair(data)[1])
+    (report / "table1.json").write_text(json.dumps(data1, indent=1))
+    table = compare_table.markdown(data1)
+    (report / "bleu_table.md").write_text(table)
+    (report / "alpha_courses.json").write_text(json.dumps(alpha_courses(runs), indent=1))
+    plots = plot_schedules.plot(runs, report)
+    cmds = [f"# prepare\n{shlex.join(prepare_cmd)}\n"]
+    cmds += [(runs / f"{v}-seed{s}" / "commands.sh").read_text() for v, s in plan]
+    (report / "commands.sh").write_text("\n".join(cmds))
+    print(table, end="")
+    return [report / "bleu_table.md", report / "table1.json", *plots, report / "commands.sh"]
+
+
+def study_rows(study, plan):
+    rows = studies.results(study, [(s, seed, run) for s, seed, run in plan])
+    for row, (setting, _, run) in zip(rows, plan):
+        key = {"fig1": "guided_alpha", "fig2": "guided_beta1"}.get(setting.figure)
+        curve = learned_curve(run, key) if key else []
+        start = {"fig1": 1.0, "fig2": setting.values.get("beta1_init")}.get(setting.figure)
+        if curve:  # the configured initial value, before the first logged update
+            curve = [(0, start)] + curve
+        row.update(curve=curve, final=curve[-1][1] if curve else None, updates=curve[-1][0] if curve else 0)
+    return rows
+
+
+def study_plan(args, preset, seeds, runs):
+    """[(setting, seed, run folder)] of the study, and the folder of its own runs."""
+    options = {k: getattr(args, k) for k in studies.DEFAULTS}
+    study_runs = runs.parent / f"study_{args.study}-{args.preset}"
+    return [(s, seed, studies.run_folder(study_runs, s, seed, runs))
+            for s in studies.settings(args.study, preset, options) for seed in seeds], study_runs, options
+
+
+def _value(x, fmt):
+    return "-" if x is None else format(x, fmt)
+
+
+def study_job(args, preset, seeds, data, raw, runs, report, times):
+    plan, study_runs, options = study_plan(args, preset, seeds, runs)
+    new = [p for p in plan if not nmt_recipe.run_info(p[2]).get("trained")]
+    unscored = [p for p in plan if "bleu" not in nmt_recipe.run_info(p[2])]
+    say(f"study {args.study}: {len(plan)} runs ({len(new)} to train, {len(unscored)} to score) in {study_runs}; "
+        + studies.estimate(report, len(new), len(unscored)))
+    stages = 1 + 2 * len(plan) + 1
+    train_all(preset, [(f"{s.name}, seed {seed}", run, s.variant, seed, s.overrides,
+                        {"setting": s.name, **s.values}) for s, seed, run in plan], data, 2, stages,
+              not args.quiet, times)
+    evaluate_all(preset, [(f"{s.name}, seed {seed}", run) for s, seed, run in plan], data, raw, 2 + len(plan),
+                 stages, ["test"], times)
+    say(f"stage {stages}/{stages}: report in {report}")
+    report.mkdir(parents=True, exist_ok=True)
+    rows = study_rows(args.study, plan)
+    name = args.study.replace("-", "_")
+    (report / f"{name}.json").write_text(json.dumps({"preset": args.preset, "seeds": seeds, "options": options,
+                                                     "rows": rows}, indent=1))
+    table = ["| setting | seed | learned value at the end | BLEU (test) | run |", "|---|---|---|---|---|"]
+    table += [f"| {r['setting']} | {r['seed']} | {_value(r['final'], '.4g')} | {_value(r['bleu'], '.2f')} | "
+              f"{r['run']} |" for r in rows]
+    (report / f"{name}.md").write_text("\n".join(table) + "\n")
+    (report / f"commands_{name}.sh").write_text("\n".join(
+        (run / "commands.sh").read_text() for _, _, run in plan if (run / "commands.sh").is_file()))
+    plot = study_plots.schedules if args.study == "schedules" else study_plots.lr_sensitivity
+    return [report / f"{name}.md", report / f"{name}.json", *plot(rows, report)]
+
+
+def expects_debian_test(preset) -> bool:
+    """prepare_offline_corpus.sh makes test_debian unless told not to (or trained on Debian)."""
+    opts = list(preset.data_options)
+    size = opts[opts.index("--debian-test-size") + 1] if "--debian-test-size" in opts else None
+    return "--with-debian" not in opts and size != "0"
+
+
+def main():
+    args = parse_args()
     preset = nmt_recipe.PRESETS[args.preset]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(preset.seeds)
+    # the schedules study plots curves, one run a setting as in the paper's figures
+    default_seeds = preset.seeds[:1] if args.study == "schedules" else preset.seeds
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(default_seeds)
     suffix = "" if preset.vocab_size == 8000 else f"-{preset.vocab_size}"
     data_dir = args.data_dir or REPO / "data" / f"libreoffice-de-en{suffix}"
     runs = args.runs or REPO / "runs" / f"main_job-{args.preset}"
     report = runs / "report"
-    start = time.time()
-    plan = [(v, s) for s in seeds for v in nmt_recipe.VARIANTS]
-    stages = 1 + 2 * len(plan) + 1
-    times = {}
-
-    t0 = time.time()
+    start, times = time.time(), {}
+    subsets = ["test"] + (["test_debian"] if expects_debian_test(preset) and not args.study else [])
+    stages = (1 + 2 * len(study_plan(args, preset, seeds, runs)[0]) + 1 if args.study
+              else table1_stages(seeds, subsets))
     say(f"stage 1/{stages}: prepare the offline de-en corpus in {data_dir}")
-    prepare_cmd = prepare(data_dir, preset)
-    times["prepare"] = time.time() - t0
+    if args.no_prepare:
+        if not (data_dir / "bin").is_dir() or not (data_dir / "raw").is_dir():
+            raise SystemExit(f"--no-prepare: no prepared corpus (bin/ and raw/) in {data_dir}")
+        prepare_cmd = ["# --no-prepare: the corpus in", str(data_dir)]
+    else:
+        prepare_cmd = prepare(data_dir, preset)
+    times["prepare"] = time.time() - start
     say(f"stage 1/{stages}: prepare done in {times['prepare']:.0f} s")
     data, raw = data_dir / "bin", data_dir / "raw"
-
-    for i, (variant, seed) in enumerate(plan):
-        t0 = time.time()
-        say(f"stage {2 + i}/{stages}: train {variant}, seed {seed} (run {i + 1} of {len(plan)})")
-        nmt_recipe.train(data, runs / f"{variant}-seed{seed}", variant, seed, preset, echo=not args.quiet)
-        times[f"train {variant} seed {seed}"] = time.time() - t0
-        say(f"stage {2 + i}/{stages}: train {variant}, seed {seed} done in {time.time() - t0:.0f} s")
-    for i, (variant, seed) in enumerate(plan):
-        t0 = time.time()
-        stage = 2 + len(plan) + i
-        say(f"stage {stage}/{stages}: evaluate {variant}, seed {seed} (beam 4, sacrebleu)")
-        bleu = nmt_recipe.evaluate(data, raw, runs / f"{variant}-seed{seed}", preset)
-        times[f"evaluate {variant} seed {seed}"] = time.time() - t0
-        say(f"stage {stage}/{stages}: {variant}, seed {seed}: BLEU {bleu:.2f} ({time.time() - t0:.0f} s)")
-
-    say(f"stage {stages}/{stages}: report in {report}")
-    report.mkdir(parents=True, exist_ok=True)
-    table = compare_table.table(runs)
-    plots = plot_schedules.plot(runs, report)
-    (report / "bleu_table.md").write_text(table)
-    commands = [f"# prepare\n{shlex.join(prepare_cmd)}\n"]
-    commands += [(runs / f"{v}-seed{s}" / "commands.sh").read_text() for v, s in plan]
-    (report / "commands.sh").write_text("\n".join(commands))
+    if "test_debian" in subsets and not nmt_recipe.has_subset(data, "test_debian"):
+        raise SystemExit(f"[main_job] {data} has no test_debian split: the held-out domain test set is missing")
+    if not expects_debian_test(preset):
+        say("NOTE: this preset's corpus has no held-out Debian test set (its data options say so): "
+            "Table 1 has the in-domain test set only")
+    if args.study:
+        written = study_job(args, preset, seeds, data, raw, runs, report, times)
+    else:
+        written = table1_job(args, preset, seeds, data, raw, runs, report, prepare_cmd, times, subsets)
+    written.append(findings.write(report, commands(args.preset)))
     total = time.time() - start
-    summary = {"preset": args.preset, "seeds": seeds, "wall_seconds": round(total),
-               "stage_seconds": {k: round(v) for k, v in times.items()},
-               "plots": [p.name for p in plots], "data": str(data_dir)}
-    (report / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(table, end="")
-    say(f"done in {total / 60:.1f} min: {report}/bleu_table.md, {', '.join(p.name for p in plots)}, "
-        f"commands.sh, summary.json")
+    name = "summary.json" if not args.study else f"summary_{args.study}.json"
+    (report / name).write_text(json.dumps(
+        {"preset": args.preset, "study": args.study or "table1", "seeds": seeds, "wall_seconds": round(total),
+         "stage_seconds": {k: round(v) for k, v in times.items()}, "data": str(data_dir), "test_sets": subsets},
+        indent=1))
+    say(f"done in {total / 60:.1f} min: {', '.join(p.name for p in written)}, {name} in {report}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ def split(tsv, out_dir, guide_every, valid_every):
     """Every guide_every-th distinct line goes to guide (the paper's 1% held out), every
     valid_every-th of the rest to valid; the rest is train. Exact duplicates are dropped
     first, so no held-out line also appears in train."""
+    if guide_every < 2:  # sentencepiece would then fail on an empty train split
+        die(f"--guide-every {guide_every} puts every line in guide and none in train; use 2 or more")
     seen, lines = set(), []
     with open(tsv, encoding="utf-8") as f:
         for row in f:

@@ -1,7 +1,10 @@
 """The paper's NMT comparison as a recipe: baseline LAMB vs guided alpha / beta1 /
 alpha+beta1, same budget and seeds, on a fairseq-binarized corpus with a guide split.
 
-Each part runs on its own, on any such corpus:
+Each preset is a fairseq-hydra-train config, configs/nmt/PRESET.yaml, the one place its
+training values live; configs/nmt/recipes.yaml adds what only the recipe needs (corpus,
+seeds, evaluation). A run is `fairseq-hydra-train --config-name PRESET` plus the data,
+seed, run folder and variant. Each part runs on its own, on any such corpus:
     python scripts/nmt_recipe.py train    --data DIR --variant beta1 --seed 1 --preset cpu --out RUNS
     python scripts/nmt_recipe.py evaluate --data DIR --raw DIR/../raw --run RUNS/beta1-seed1
     python user_scripts/plot_schedules.py RUNS      python user_scripts/compare_table.py RUNS
@@ -9,62 +12,59 @@ Each part runs on its own, on any such corpus:
 """
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+# fairseq's command line tools: beside this Python, or $FAIRSEQ_BIN (pip --target installs)
+BIN = Path(os.environ.get("FAIRSEQ_BIN", Path(sys.executable).parent))
+CONFIGS = REPO / "configs" / "nmt"
+PLUGIN = REPO / "fairseq_guided"
 
 VARIANTS = {"base": "", "alpha": "alpha", "beta1": "beta1", "alpha+beta1": "alpha,beta1"}
 
 
 @dataclass(frozen=True)
 class Preset:
-    model: str
-    max_tokens: int
-    guidance_max_tokens: int
-    max_update: int
-    lr: float
-    warmup: int
-    meta_lr: float
-    validate_every: int
-    seeds: tuple
+    name: str
+    config: dict  # configs/nmt/NAME.yaml as written (fairseq's training config)
+    corpus: str  # offline | wmt19
     vocab_size: int
-    eval_batch_size: int = 128
-    log_interval: int = 10
-    extra: str = ""
-    data_options: tuple = field(default_factory=tuple)
+    seeds: tuple
+    eval_batch_size: int
+    parallel: int  # runs trained at once
+    hardware: str
+    data_options: tuple = ()
+
+    @property
+    def fp16(self) -> bool:
+        return bool(self.config.get("common", {}).get("fp16", False))
+
+    @property
+    def max_update(self) -> int:
+        return int(self.config["optimization"]["max_update"])
 
 
-PRE_NORM = "--encoder-normalize-before --decoder-normalize-before --share-all-embeddings"
-PRESETS = {
-    # 1.5M parameters, 8k joint vocab: 8 runs and their evaluation fit 45 min on 2 cores
-    # (measured: 0.67 s a baseline update, 0.84 s a guided one, with a 1k-token guide batch).
-    "cpu": Preset(model=f"--arch transformer --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 "
-                        f"--decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 "
-                        f"--encoder-attention-heads 4 --decoder-attention-heads 4 {PRE_NORM}",
-                  max_tokens=4096, guidance_max_tokens=1024, max_update=340, lr=0.01, warmup=100,
-                  meta_lr=3e-3, validate_every=85, seeds=(1, 2), vocab_size=8000),
-    # ~121M parameters as in the paper (6+6 layers, 768 wide, 32k joint vocab), LAMB, fp16.
-    "gpu": Preset(model=f"--arch transformer --encoder-layers 6 --decoder-layers 6 --encoder-embed-dim 768 "
-                        f"--decoder-embed-dim 768 --encoder-ffn-embed-dim 3072 --decoder-ffn-embed-dim 3072 "
-                        f"--encoder-attention-heads 12 --decoder-attention-heads 12 {PRE_NORM} --dropout 0.1",
-                  max_tokens=16384, guidance_max_tokens=16384, max_update=30000, lr=0.004, warmup=4000,
-                  meta_lr=3e-5, validate_every=1000, seeds=(1,), vocab_size=32000, eval_batch_size=256,
-                  log_interval=100,
-                  extra="--fp16"),
-    # seconds a run: for the pipeline's own test
-    "tiny": Preset(model=f"--arch transformer --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 "
-                         f"--decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 "
-                         f"--encoder-attention-heads 2 --decoder-attention-heads 2 {PRE_NORM}",
-                   max_tokens=1024, guidance_max_tokens=512, max_update=12, lr=0.01, warmup=4,
-                   meta_lr=1e-2, validate_every=6, seeds=(1,), vocab_size=1000, log_interval=2,
-                   data_options=("--valid-size", "100", "--test-size", "100")),
-}
+def load_presets() -> dict:
+    recipes = yaml.safe_load((CONFIGS / "recipes.yaml").read_text())
+    presets = {}
+    for name, extra in recipes.items():
+        config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        presets[name] = Preset(name=name, config=config, corpus=extra["corpus"], vocab_size=extra["vocab_size"],
+                               seeds=tuple(extra["seeds"]), eval_batch_size=extra["eval_batch_size"],
+                               parallel=extra["parallel"], hardware=extra["hardware"],
+                               data_options=tuple(extra.get("data_options", ())))
+    return presets
+
+
+PRESETS = load_presets()
 
 
 def language_pair(data: Path):
@@ -79,41 +79,36 @@ def language_pair(data: Path):
     return tuple(langs)
 
 
-def train_command(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset):
+def train_command(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, overrides=()):
+    """fairseq-hydra-train of the preset's config; `overrides` are more hydra overrides."""
+    data, run_dir = Path(data).resolve(), Path(run_dir).resolve()  # hydra runs inside run_dir
     src, tgt = language_pair(data)
-    cmd = [str(BIN / "fairseq-train"), str(data), "--user-dir", str(REPO / "fairseq_guided"),
-           "--task", "guided_translation", "--source-lang", src, "--target-lang", tgt,
-           *preset.model.split(), "--optimizer", "guided_lamb", "--lamb-betas", "(0.9, 0.999)",
-           "--weight-decay", "0.01", "--lr", str(preset.lr), "--lr-scheduler", "inverse_sqrt",
-           "--warmup-updates", str(preset.warmup), "--warmup-init-lr", "1e-7",
-           "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-           "--max-tokens", str(preset.max_tokens), "--max-update", str(preset.max_update),
-           "--seed", str(seed), "--save-dir", str(run_dir / "checkpoints"), "--no-epoch-checkpoints",
-           "--validate-interval-updates", str(preset.validate_every), "--log-format", "json",
-           "--log-interval", str(preset.log_interval), "--log-file", str(run_dir / "train.log"), "--num-workers", "0",
-           *preset.extra.split()]
+    cmd = [str(BIN / "fairseq-hydra-train"), "--config-dir", str(CONFIGS), "--config-name", preset.name,
+           f"task.data={data}", f"common.user_dir={PLUGIN}", f"task.source_lang={src}",
+           f"task.target_lang={tgt}", f"common.seed={seed}", f"checkpoint.save_dir={run_dir / 'checkpoints'}",
+           f"common.log_file={run_dir / 'train.log'}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
     if VARIANTS[variant]:
-        cmd += ["--guided-hparams", VARIANTS[variant], "--guided-meta-lr", str(preset.meta_lr),
-                "--guidance-max-tokens", str(preset.guidance_max_tokens)]
-    return cmd
+        # quoted: a bare comma is a hydra sweep
+        cmd.append("optimizer.guided_hparams=" + VARIANTS[variant].replace(",", "\\,"))
+    return cmd + list(overrides)
 
 
-def evaluate_command(data: Path, run_dir: Path, preset: Preset):
+def evaluate_command(data: Path, run_dir: Path, preset: Preset, subset: str = "test"):
     src, tgt = language_pair(data)
     return [str(BIN / "fairseq-generate"), str(data), "--user-dir", str(REPO / "fairseq_guided"),
             "--source-lang", src, "--target-lang", tgt,
-            "--path", str(run_dir / "checkpoints" / "checkpoint_last.pt"), "--gen-subset", "test",
+            "--path", str(run_dir / "checkpoints" / "checkpoint_last.pt"), "--gen-subset", subset,
             "--beam", "4", "--batch-size", str(preset.eval_batch_size), "--post-process", "sentencepiece",
             # with the default multiple of 8, fairseq-generate drops the last, partial batch:
             # the longest test sentences would go unscored
             "--required-batch-size-multiple", "1",
-            "--max-len-a", "1.2", "--max-len-b", "10", *(["--fp16"] if "--fp16" in preset.extra else [])]
+            "--max-len-a", "1.2", "--max-len-b", "10", *(["--fp16"] if preset.fp16 else [])]
 
 
-def run_logged(cmd, log_path: Path, echo=True):
+def run_logged(cmd, log_path: Path, echo=True, append=False):
     """Run a command, streaming its output to the console and to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             log.write(line)
@@ -129,39 +124,69 @@ def record_command(run_dir: Path, name: str, cmd):
         f.write(f"# {name}\n{shlex.join(cmd)}\n")
 
 
-def train(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, echo=True):
+def run_info(run_dir: Path) -> dict:
+    info = run_dir / "run.json"
+    return json.loads(info.read_text()) if info.exists() else {}
+
+
+def train(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, echo=True, overrides=(),
+          info=None) -> bool:
+    """Train one run; False when it had finished before (nothing done). An interrupted run
+    continues from its checkpoint_last.pt (fairseq's own resume) and appends to its logs.
+    `info` (e.g. a study's setting) is recorded in run.json with the overrides."""
+    if run_info(run_dir).get("trained"):
+        return False
     run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(data, run_dir, variant, seed, preset, overrides)
     (run_dir / "commands.sh").write_text("")
-    (run_dir / "train.log").unlink(missing_ok=True)  # fairseq appends to --log-file
-    cmd = train_command(data, run_dir, variant, seed, preset)
     record_command(run_dir, f"train {variant} seed {seed}", cmd)
-    run_logged(cmd, run_dir / "train.stdout", echo)
-    (run_dir / "run.json").write_text(json.dumps({"variant": variant, "seed": seed}))
+    start = time.time()
+    run_logged(cmd, run_dir / "train.stdout", echo, append=True)
+    info = dict(run_info(run_dir), **(info or {}), variant=variant, seed=seed, preset=preset.name,
+                trained=True, train_seconds=round(time.time() - start, 1),
+                **({"overrides": list(overrides)} if overrides else {}))
+    (run_dir / "run.json").write_text(json.dumps(info, indent=1))
+    return True
 
 
-def evaluate(data: Path, raw: Path, run_dir: Path, preset: Preset, echo=False) -> float:
+def bleu_key(subset: str) -> str:
+    return "bleu" if subset == "test" else f"bleu_{subset}"
+
+
+def evaluate(data: Path, raw: Path, run_dir: Path, preset: Preset, echo=False, subset="test") -> float:
+    """Beam-4 BLEU of the run's last checkpoint on `subset` (sacrebleu against
+    raw/SUBSET.TGT); a score already in run.json is returned without decoding again."""
     import sacrebleu
 
+    key = bleu_key(subset)
+    if key in run_info(run_dir):
+        return run_info(run_dir)[key]
     src, tgt = language_pair(data)
-    cmd = evaluate_command(data, run_dir, preset)
-    record_command(run_dir, "evaluate (hypotheses sorted by id, scored by sacrebleu against raw/test)", cmd)
-    run_logged(cmd, run_dir / "generate.out", echo)
+    cmd = evaluate_command(data, run_dir, preset, subset)
+    record_command(run_dir, f"evaluate on {subset} (hypotheses sorted by id, scored by sacrebleu against "
+                   f"raw/{subset}.{tgt})", cmd)
+    run_logged(cmd, run_dir / f"generate-{subset}.out", echo)
     hyps = {}
-    for line in (run_dir / "generate.out").read_text().splitlines():
+    for line in (run_dir / f"generate-{subset}.out").read_text().splitlines():
         if line.startswith("H-"):
-            key, _, text = line.split("\t", 2)
-            hyps[int(key[2:])] = text
-    refs = (raw / f"test.{tgt}").read_text().splitlines()
+            num, _, text = line.split("\t", 2)
+            hyps[int(num[2:])] = text
+    refs = (raw / f"{subset}.{tgt}").read_text().splitlines()
     if len(hyps) != len(refs):
-        raise SystemExit(f"{run_dir}: {len(hyps)} hypotheses for {len(refs)} references")
+        raise SystemExit(f"{run_dir}: {len(hyps)} hypotheses for {len(refs)} references of {subset}")
     ordered = [hyps[i] for i in range(len(refs))]
-    (run_dir / f"test.hyp.{tgt}").write_text("\n".join(ordered) + "\n")
+    (run_dir / f"{subset}.hyp.{tgt}").write_text("\n".join(ordered) + "\n")
     metric = sacrebleu.BLEU()
     bleu = metric.corpus_score(ordered, [refs])
-    result = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    result.update(bleu=bleu.score, bleu_signature=str(metric.get_signature()))
+    result = dict(run_info(run_dir), **{key: bleu.score, "bleu_signature": str(metric.get_signature())})
     (run_dir / "run.json").write_text(json.dumps(result, indent=1))
     return bleu.score
+
+
+def has_subset(data: Path, subset: str) -> bool:
+    """Whether the binarized corpus has split `subset` (e.g. test_debian, which is optional)."""
+    src, tgt = language_pair(data)
+    return all((data / f"{subset}.{src}-{tgt}.{lang}.idx").is_file() for lang in (src, tgt))
 
 
 def main():
@@ -173,7 +198,8 @@ def main():
     t.add_argument("--out", type=Path, default=REPO / "runs" / "nmt", help="folder of runs")
     e = sub.add_parser("evaluate", help="beam-4 BLEU of one run's last checkpoint")
     e.add_argument("--run", type=Path, required=True, help="a run folder made by train")
-    e.add_argument("--raw", type=Path, required=True, help="folder with the detokenized test.TGT")
+    e.add_argument("--raw", type=Path, required=True, help="folder with the detokenized SUBSET.TGT")
+    e.add_argument("--subset", default="test", help="binarized split to translate and score")
     for p in (t, e):
         p.add_argument("--data", type=Path, required=True, help="fairseq-binarized corpus with a guide split")
         p.add_argument("--preset", choices=list(PRESETS), default="cpu")
@@ -181,9 +207,11 @@ def main():
     preset = PRESETS[args.preset]
     start = time.time()
     if args.part == "train":
-        train(args.data, args.out / f"{args.variant}-seed{args.seed}", args.variant, args.seed, preset)
+        run_dir = args.out / f"{args.variant}-seed{args.seed}"
+        if not train(args.data, run_dir, args.variant, args.seed, preset):
+            print(f"[nmt_recipe] {run_dir} had finished; nothing to do (delete its run.json to retrain)")
     else:
-        print(f"BLEU = {evaluate(args.data, args.raw, args.run, preset):.2f}")
+        print(f"BLEU = {evaluate(args.data, args.raw, args.run, preset, subset=args.subset):.2f}")
     print(f"[nmt_recipe] {args.part} done in {time.time() - start:.0f} s")
 
 

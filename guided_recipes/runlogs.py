@@ -29,3 +29,12 @@ def find_runs(runs_dir: Path):
         meta = json.loads(info.read_text())
         runs.append((meta["variant"], meta["seed"], info.parent))
     return sorted(runs, key=lambda r: (ORDER.index(r[0]) if r[0] in ORDER else 99, r[1]))
+
+
+def learned_curve(run_dir: Path, key: str):
+    """[(update, value)] of a learned hyper-parameter ('guided_alpha', 'guided_beta1') from
+    the run's train.log; [] when the run did not learn it."""
+    log = Path(run_dir) / "train.log"
+    if not log.exists():
+        return []
+    return [(int(r["num_updates"]), float(r[key])) for r in log_rows(log, "train_inner") if key in r]

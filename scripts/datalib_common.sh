@@ -28,6 +28,10 @@ datalib() {  # datalib STAGE ARGS...: one Python stage; its own error line is en
     "$py" -m guided_recipes.datalib "$@" || exit 1
 }
 
+deb_intact() {  # deb_intact FILE: the whole package reads back (an interrupted download does not)
+  dpkg-deb --fsys-tarfile "$1" >/dev/null 2>&1
+}
+
 need_value() {  # need_value OPTION VALUE: an option given without its value
   [ -n "${2:-}" ] || die "option $1 needs a value (see --help)"
 }

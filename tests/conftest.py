@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,23 @@ def run(cmd, **kwargs):
     """Run a command; return CompletedProcess with stdout+stderr in .stdout."""
     return subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env=ENV, **kwargs)
+
+
+def kill_at_update(cmd, update: int) -> int:
+    """Start a fairseq-train command, SIGKILL it once it logs an update >= `update`;
+    return the update it had logged."""
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=ENV)
+    killed_at = None
+    for line in proc.stdout:
+        rows = json_logs(line)
+        if rows and int(rows[0]["num_updates"]) >= update:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = int(rows[0]["num_updates"])
+            break
+    proc.wait()
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL, "the run ended before being killed"
+    return killed_at
 
 
 def binarize(raw: Path, dest: Path, splits=("train", "valid", "test", "guide")):

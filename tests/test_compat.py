@@ -1,10 +1,12 @@
-"""Each shim of fairseq_guided.compat, tested."""
+"""Each shim of fairseq_guided.compat, tested (the atomic checkpoint copy also in
+test_faults_checkpoints.py)."""
 import argparse
 import collections
 
 import pytest
 import torch
 
+from conftest import run, train_cmd
 from fairseq_guided import compat
 
 
@@ -31,3 +33,14 @@ def test_checkpoint_types_load_with_weights_only_and_nothing_else_does(tmp_path)
             torch.load(tmp_path / "other.pt", weights_only=True)
     finally:
         compat.allow_fairseq_checkpoint_types()
+
+
+def test_a_nan_loss_ends_in_fairseqs_own_report(tiny_corpus, tmp_path):
+    """An lr of 1e38 overflows the first update: fairseq re-runs the batch under its
+    NanDetector, which on torch 2.13 raised StopIteration before the shim."""
+    out = run(train_cmd(tiny_corpus, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "1e38",
+                        "--guided-hparams", "alpha", "--warmup-updates", "1", "--max-update", "10"))
+    assert out.returncode != 0
+    assert "StopIteration" not in out.stdout, out.stdout[-3000:]
+    assert "FloatingPointError: gradients are Nan/Inf" in out.stdout
+    assert "NaN detected in output of" in out.stdout  # the detector ran and said where

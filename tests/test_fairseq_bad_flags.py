@@ -30,6 +30,19 @@ CASES = {
     "refresh-choice": (["--optimizer", "guided_adam", "--guidance-refresh", "sometimes"],
                        ["--guidance-refresh", "never", "step", "epoch"]),
     "stock-optimizer": (["--optimizer", "adam"], ["--optimizer", "guided_adam"]),
+    # issue 15, case 4: each of these used to run to exit 0 learning nothing
+    "learned-under-plain-task": (["--optimizer", "guided_adam", "--guided-hparams", "alpha",
+                                  "--task", "translation"],
+                                 ["--guided-hparams 'alpha' with --task translation", "learn nothing"]),
+    "hparams-only-a-comma": (["--optimizer", "guided_adam", "--guided-hparams", ","],
+                             ["--guided-hparams", "an empty name in ','"]),
+    "steepness-of-unlearned": (["--optimizer", "guided_adam", "--guided-hparams", "alpha",
+                                "--guided-steepness", "beta1=2"],
+                               ["--guided-steepness: beta1 is not learned"]),
+    # issue 15, case 5: fairseq's batching assertion one update in, before
+    "guidance-max-tokens-below-every-example": (
+        ["--optimizer", "guided_adam", "--guided-hparams", "alpha", "--guidance-max-tokens", "2"],
+        ["--guidance-max-tokens 2 is smaller than the longest example of --guidance-subset 'guide'"]),
 }
 
 
@@ -56,3 +69,13 @@ def test_missing_guidance_split_is_named(tiny_corpus, tmp_path):
     out = run(train_cmd(data, tmp_path / "ckpt2", "--optimizer", "guided_adam", "--lr", "0.001",
                         "--guided-hparams", "alpha", "--max-update", "2", "--guidance-source", "train"))
     assert out.returncode == 0, out.stdout[-2000:]
+
+
+def test_empty_guide_bin_is_named(tiny_corpus, tmp_path):
+    data = tmp_path / "bin"
+    shutil.copytree(tiny_corpus, data)
+    (data / "guide.src-tgt.src.bin").write_bytes(b"")
+    out = run(train_cmd(data, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.001",
+                        "--guided-hparams", "alpha", "--max-update", "5"))
+    assert out.returncode != 0 and "num_updates" not in out.stdout
+    assert f"{data / 'guide.src-tgt.src.bin'} is empty (0 bytes)" in out.stdout, out.stdout[-2000:]

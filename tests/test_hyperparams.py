@@ -90,3 +90,24 @@ def test_state_dict_round_trip_and_name_mismatch():
     c = LearnedHyperParams(["beta1"], {"beta1": 0.9}, {"beta1": 1.0}, cfg)
     with pytest.raises(ValueError, match="--guided-hparams"):
         c.load_state_dict(a.state_dict())
+
+
+def test_changed_steepness_on_resume_keeps_values_and_scales_the_meta_step():
+    """Issue 15, case 3: the raw values are re-derived so the values are what resumes; the
+    first meta step afterwards is steepness_new / steepness_old times as large in value."""
+    names = ["alpha", "beta1", "weight_decay"]
+    init = {"alpha": 1.3, "beta1": 0.9, "weight_decay": 0.01}
+    meta = MetaAdamConfig(lr=1e-4)
+    before = LearnedHyperParams(names, init, {n: 1.0 for n in names}, meta)
+    for h in ([0.3, -0.2, 0.1], [0.1, 0.4, -0.2]):
+        before.meta_step(torch.tensor(h, dtype=torch.float64))
+    state = before.state_dict()
+    after = LearnedHyperParams(names, init, {"alpha": 4.0, "beta1": 0.25, "weight_decay": 2.0}, meta)
+    after.load_state_dict(state)
+    assert torch.allclose(after.values(), before.values(), rtol=1e-13, atol=0)
+    start = before.values().clone()
+    h = torch.tensor([0.2, -0.3, 0.5], dtype=torch.float64)
+    before.meta_step(h)
+    after.meta_step(h)
+    ratio = (after.values() - start) / (before.values() - start)
+    assert torch.allclose(ratio, torch.tensor([4.0, 0.25, 2.0], dtype=torch.float64), rtol=1e-3)

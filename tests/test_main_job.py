@@ -1,5 +1,8 @@
-"""The main job end to end with the tiny preset: real offline corpus from Debian's archive,
-four variants trained and scored, and a report with every row, finite BLEU, and plots."""
+"""The main job end to end with the tiny preset and two seeds: real offline corpus from
+Debian's archive with the held-out Debian test set, four variants trained and scored on both
+test sets, and a report whose every row, interval, bootstrap field and claim line is checked
+against numbers recomputed here (not the outcome: tiny models do not translate). Then the
+two studies, as documented, with only their size flags added."""
 import csv
 import json
 import math
@@ -9,41 +12,132 @@ from collections import defaultdict
 
 import matplotlib.image
 import pytest
-import yaml
+from scipy.stats import t
 
-from conftest import ENV, REPO
+from conftest import BIN, ENV, REPO
 
 VARIANTS = ["base", "alpha", "beta1", "alpha+beta1"]
+SUBSETS = ["test", "test_debian"]
+SEEDS = ["1", "2"]
+MAIN = [sys.executable, str(REPO / "scripts" / "main_job.py"), "--preset", "tiny", "--seeds", "1,2", "--quiet"]
+
+
+def main_job(root, *extra):
+    out = subprocess.run(MAIN + ["--data-dir", str(root / "data"), "--runs", str(root / "runs"), *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    assert out.returncode == 0, out.stdout[-4000:]
+    return out.stdout
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("main_job")
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "main_job.py"), "--preset", "tiny",
-                          "--data-dir", str(root / "data"), "--runs", str(root / "runs"), "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    assert out.returncode == 0, out.stdout[-4000:]
-    return root / "runs" / "report", out.stdout
+    stdout = main_job(root)
+    return root / "runs" / "report", stdout
+
+
+def run_json(folder, variant, seed):
+    return json.loads((folder.parent / f"{variant}-seed{seed}" / "run.json").read_text())
+
+
+def lines(path):
+    return path.read_text().splitlines()
 
 
 def test_progress_lines_name_each_stage(report):
     _, stdout = report
-    assert "[main_job] stage 1/10: prepare" in stdout
-    for i, variant in enumerate(VARIANTS):
-        assert f"[main_job] stage {2 + i}/10: train {variant}, seed 1 (run {i + 1} of 4)" in stdout
-        assert f"[main_job] stage {2 + i}/10: train {variant}, seed 1 done in" in stdout
+    stages = 1 + 8 * 3 + 1  # prepare, 8 trainings, 16 evaluations, report
+    assert f"[main_job] stage 1/{stages}: prepare" in stdout
+    for i, (seed, variant) in enumerate((s, v) for s in SEEDS for v in VARIANTS):
+        assert f"[main_job] stage {2 + i}/{stages}: train {variant}, seed {seed} (run {i + 1} of 8)" in stdout
+    assert f"[main_job] stage 25/{stages}: evaluate alpha+beta1, seed 2 on test_debian" in stdout
 
 
-def test_bleu_table_has_every_row_with_a_finite_score(report):
+def test_the_held_out_debian_set_is_apart_from_the_corpus(report):
     folder, _ = report
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
-            for line in (folder / "bleu_table.md").read_text().splitlines()[2:]}
-    assert list(rows) == VARIANTS
-    for variant, score in rows.items():
-        assert math.isfinite(float(score)) and 0 <= float(score) <= 100, (variant, score)
-    for variant in VARIANTS:  # the scores come from sacrebleu on the real references
-        run = json.loads((folder.parent / f"{variant}-seed1" / "run.json").read_text())
-        assert run["bleu_signature"].startswith("nrefs:1|") and "tok:13a" in run["bleu_signature"]
+    raw = folder.parent.parent / "data" / "raw"
+    held = {lang: lines(raw / f"test_debian.{lang}") for lang in ("de", "en")}
+    assert len(held["de"]) == len(held["en"]) == 50
+    for split in ("train", "guide", "valid", "test"):
+        for lang in ("de", "en"):
+            assert not set(held[lang]) & set(lines(raw / f"{split}.{lang}")), (split, lang)
+    assert len(lines(folder.parent / "beta1-seed2" / "test_debian.hyp.en")) == 50
+
+
+def test_table_rows_and_intervals_recomputed_from_the_seeds(report):
+    folder, _ = report
+    table = json.loads((folder / "table1.json").read_text())
+    assert list(table["subsets"]) == SUBSETS
+    markdown = lines(folder / "bleu_table.md")
+    for subset in SUBSETS:
+        rows = table["subsets"][subset]["rows"]
+        assert list(rows) == VARIANTS
+        head = markdown.index(next(line for line in markdown if line.startswith(f"### de-en BLEU on `{subset}`")))
+        shown = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+                 for line in markdown[head + 4:head + 8]}
+        assert list(shown) == VARIANTS
+        for variant in VARIANTS:
+            key = "bleu" if subset == "test" else "bleu_test_debian"
+            seeds = [run_json(folder, variant, s)[key] for s in SEEDS]
+            assert all(math.isfinite(b) and 0 <= b <= 100 for b in seeds)
+            row = rows[variant]
+            assert row["bleu"] == dict(zip(SEEDS, seeds)) and row["n"] == 2
+            mean, sd = sum(seeds) / 2, abs(seeds[0] - seeds[1]) / math.sqrt(2)
+            half = t.ppf(0.975, 1) * sd / math.sqrt(2)  # 12.71 x sd / sqrt(2) for two seeds
+            assert row["mean"] == pytest.approx(mean) and row["sd"] == pytest.approx(sd)
+            assert row["ci"] == pytest.approx([mean - half, mean + half])
+            assert shown[variant] == [f"{seeds[0]:.2f}", f"{seeds[1]:.2f}", f"{mean:.2f}", f"{sd:.2f}",
+                                      f"[{mean - half:.2f}, {mean + half:.2f}]"]
+
+
+def test_paired_bootstrap_fields_match_sacrebleus_own_command(report):
+    import sacrebleu
+
+    folder, _ = report
+    table = json.loads((folder / "table1.json").read_text())
+    raw = folder.parent.parent / "data" / "raw"
+    for subset in SUBSETS:
+        key = "bleu" if subset == "test" else "bleu_test_debian"
+        refs = lines(raw / f"{subset}.en")
+        comparisons = table["subsets"][subset]["vs_base"]
+        assert list(comparisons) == VARIANTS[1:]
+        for variant, c in comparisons.items():
+            deltas = [run_json(folder, variant, s)[key] - run_json(folder, "base", s)[key] for s in SEEDS]
+            assert [c["per_seed"][s]["delta"] for s in SEEDS] == pytest.approx(deltas)
+            assert all(1 / 1001 <= c["per_seed"][s]["p"] <= 1 for s in SEEDS)
+            assert c["delta"]["mean"] == pytest.approx(sum(deltas) / 2)
+            pooled = [h for s in SEEDS for h in lines(folder.parent / f"{variant}-seed{s}" / f"{subset}.hyp.en")]
+            assert c["pooled"]["system"] == pytest.approx(sacrebleu.corpus_bleu(pooled, [refs * 2]).score)
+            assert 1 / 1001 <= c["pooled"]["p"] <= 1 and c["pooled"]["samples"] == 1000
+    # the per-seed p-value of the largest difference against `sacrebleu --paired-bs` itself
+    # (same default seed 12345); an exact tie is reported as p = 1 instead of sacrebleu's 1/1001
+    variant, seed = max(((v, s) for v in VARIANTS[1:] for s in SEEDS),
+                        key=lambda vs: abs(table["subsets"]["test"]["vs_base"][vs[0]]["per_seed"][vs[1]]["delta"]))
+    ours = table["subsets"]["test"]["vs_base"][variant]["per_seed"][seed]
+    runs = folder.parent
+    out = subprocess.run([str(BIN / "sacrebleu"), str(raw / "test.en"), "-i",
+                          str(runs / f"base-seed{seed}" / "test.hyp.en"), str(runs / f"{variant}-seed{seed}" / "test.hyp.en"),
+                          "-m", "bleu", "--paired-bs", "-f", "json"], stdout=subprocess.PIPE, text=True, env=ENV)
+    cli = json.loads(out.stdout)[1]["BLEU"]
+    assert ours["p"] == (1.0 if ours["delta"] == 0 else pytest.approx(cli["p_value"]))
+
+
+def claim_lines(folder):
+    text = lines(folder / "findings.md")
+    found = {k: [line for line in text if line.startswith(f"**Claim {k}**")] for k in range(1, 6)}
+    assert all(len(v) == 1 for v in found.values()), found
+    return {k: v[0] for k, v in found.items()}
+
+
+def test_findings_has_a_line_per_claim(report):
+    folder, _ = report
+    claims = claim_lines(folder)
+    delta = json.loads((folder / "table1.json").read_text())["subsets"]["test"]["vs_base"]["beta1"]["delta"]
+    assert f"on `test` beta1 - base = {delta['mean']:+.2f} BLEU over 2 seed(s)" in claims[1]
+    assert "seed noise" in claims[1] and "`test_debian`" in claims[1]
+    for k in (2, 3):  # their study has not run yet
+        assert "not run: `python scripts/main_job.py --preset tiny --study schedules`" in claims[k]
+    assert "final alpha seed 1:" in claims[4] and "issue 13" in claims[5]
 
 
 def test_plots_are_pngs_of_the_expected_curves(report):
@@ -52,13 +146,11 @@ def test_plots_are_pngs_of_the_expected_curves(report):
     with open(folder / "curves.csv") as f:
         for row in csv.DictReader(f):
             series[row["figure"]].add(row["run"])
-    assert series["alpha.png"] == {"alpha seed 1", "alpha+beta1 seed 1"}
-    assert series["beta1.png"] == {"beta1 seed 1", "alpha+beta1 seed 1"}
-    assert series["guide_loss.png"] == {"alpha seed 1", "beta1 seed 1", "alpha+beta1 seed 1"}
-    assert series["valid_loss.png"] == {f"{v} seed 1" for v in VARIANTS}
+    assert series["alpha.png"] == {f"{v} seed {s}" for v in ("alpha", "alpha+beta1") for s in SEEDS}
+    assert series["beta1.png"] == {f"{v} seed {s}" for v in ("beta1", "alpha+beta1") for s in SEEDS}
+    assert series["valid_loss.png"] == {f"{v} seed {s}" for v in VARIANTS for s in SEEDS}
     for name in series:
-        data = (folder / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         height, width, _ = matplotlib.image.imread(folder / name).shape
         assert width > 300 and height > 200
 
@@ -66,35 +158,70 @@ def test_plots_are_pngs_of_the_expected_curves(report):
 def test_commands_and_summary_are_recorded(report):
     folder, _ = report
     commands = (folder / "commands.sh").read_text()
-    assert commands.count("fairseq-train") == 4 and commands.count("fairseq-generate") == 4
-    assert "prepare_offline_corpus.sh" in commands and "--guided-hparams alpha,beta1" in commands
+    assert commands.count("fairseq-hydra-train --config-dir") == 8 and commands.count("fairseq-generate") == 16
+    assert commands.count("--gen-subset test_debian") == 8 and commands.count("--config-name tiny") == 8
+    assert "prepare_offline_corpus.sh" in commands and "--debian-test-size 50" in commands
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["wall_seconds"] > 0 and len(summary["stage_seconds"]) == 9
+    assert summary["wall_seconds"] > 0 and len(summary["stage_seconds"]) == 25
+    assert summary["test_sets"] == SUBSETS
 
 
-def test_hydra_configs_match_the_recipe_presets():
-    from guided_recipes import nmt as nmt_recipe
-
-    for name in ("cpu", "gpu"):
-        preset = nmt_recipe.PRESETS[name]
-        common = yaml.safe_load((REPO / "configs" / "nmt" / name / f"common_{name}.yaml").read_text())
-        assert common["optimization"]["lr"] == [preset.lr]
-        assert common["optimization"]["max_update"] == preset.max_update
-        assert common["dataset"]["max_tokens"] == preset.max_tokens
-        assert common["task"]["guidance_max_tokens"] == preset.guidance_max_tokens
-        assert common["optimizer"]["guided_meta_lr"] == preset.meta_lr
-        assert common["lr_scheduler"]["warmup_updates"] == preset.warmup
-        assert f"--encoder-embed-dim {common['model']['encoder']['embed_dim']} " in preset.model
-        for variant, learned in (("baseline", ""), ("guided_alpha", "alpha"), ("guided_beta1", "beta1"),
-                                 ("guided_alpha_beta1", "alpha,beta1")):
-            config = yaml.safe_load((REPO / "configs" / "nmt" / name / f"{variant}.yaml").read_text())
-            assert config["defaults"] == ["_self_", f"common_{name}"]
-            assert config["optimizer"]["guided_hparams"] == learned
+def test_a_second_call_resumes_and_redoes_nothing(report):
+    folder, _ = report
+    runs = folder.parent
+    before = {p: p.stat().st_mtime for p in runs.glob("*/checkpoints/checkpoint_last.pt")}
+    stdout = main_job(runs.parent)
+    assert stdout.count("had finished before: skipped") == 8
+    assert {p: p.stat().st_mtime for p in runs.glob("*/checkpoints/checkpoint_last.pt")} == before
+    assert len(before) == 8
 
 
-def test_hydra_variant_config_trains(tiny_corpus, tmp_path):
-    """fairseq-hydra-train composes a variant with the shared base and trains (model shrunk
-    and languages set for the small test corpus)."""
+def test_schedules_study(report):
+    """Fig. 1 and 2 on a smaller grid (size flags only): runs named by setting, the learned
+    curves start at their initial values, and findings now reports claims 2 and 3."""
+    folder, _ = report
+    stdout = main_job(folder.parent.parent, "--study", "schedules", "--seeds", "1", "--beta1-inits", "0.5,0.99",
+                      "--beta1-meta-lr-scales", "1", "--alpha-meta-lr-scales", "1")
+    assert "[main_job] study schedules: 3 runs (3 to train, 3 to score)" in stdout
+    study = json.loads((folder / "schedules.json").read_text())
+    names = ["beta1-init0.5-metalr0.01", "beta1-init0.99-metalr0.01", "alpha-metalr0.01"]
+    assert [r["setting"] for r in study["rows"]] == names
+    runs = folder.parent.parent / "study_schedules-tiny"
+    assert sorted(p.name for p in runs.iterdir()) == sorted(f"{n}-seed1" for n in names)
+    info = json.loads((runs / "beta1-init0.5-metalr0.01-seed1" / "run.json").read_text())
+    assert "optimizer.lamb_betas='(0.5,0.999)'" in info["overrides"] and info["variant"] == "beta1"
+    for row, start in zip(study["rows"], (0.5, 0.99, 1.0)):
+        assert row["curve"][0] == [0, start] and len(row["curve"]) > 2
+        assert abs(row["curve"][1][1] - start) < 0.05  # two updates in: near where it began
+        assert row["final"] == row["curve"][-1][1] and math.isfinite(row["bleu"])
+    assert (folder / "commands_schedules.sh").read_text().count("fairseq-hydra-train --config-dir") == 3
+    for png in ("fig1_alpha.png", "fig2_beta1.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    claims = claim_lines(folder)
+    assert "meta lr 0.01: final beta1" in claims[2] and "from 0.5" in claims[2] and "from 0.99" in claims[2]
+    assert "meta lr 0.01: final alpha" in claims[3] and "lowest reachable" in claims[3]
+
+
+def test_lr_sensitivity_study_reuses_the_main_jobs_1x_runs(report):
+    folder, _ = report
+    stdout = main_job(folder.parent.parent, "--study", "lr-sensitivity", "--seeds", "1", "--lr-scales", "0.25,1")
+    assert "[main_job] study lr-sensitivity: 4 runs (2 to train, 2 to score)" in stdout
+    study = json.loads((folder / "lr_sensitivity.json").read_text())
+    assert [(r["setting"], r["values"]["lr"]) for r in study["rows"]] == [
+        ("base-lr0.0025", 0.0025), ("alpha+beta1-lr0.0025", 0.0025), ("base-lr0.01", 0.01),
+        ("alpha+beta1-lr0.01", 0.01)]
+    assert study["rows"][2]["run"] == str(folder.parent / "base-seed1")
+    assert study["rows"][2]["bleu"] == run_json(folder, "base", 1)["bleu"]
+    info = json.loads((folder.parent.parent / "study_lr-sensitivity-tiny" / "base-lr0.0025-seed1" / "run.json")
+                      .read_text())
+    assert info["overrides"] == ["optimization.lr=[0.0025]"]
+    assert (folder / "lr_sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "lr sensitivity (test BLEU): base: lr 0.0025" in claim_lines(folder)[5]
+
+
+def test_hydra_preset_config_trains(tiny_corpus, tmp_path):
+    """fairseq-hydra-train runs a preset yaml as a user would, with a variant override
+    (model shrunk and languages set for the small test corpus)."""
     from conftest import BIN, json_logs, run
 
     overrides = [f"task.data={tiny_corpus}", f"common.user_dir={REPO / 'fairseq_guided'}",
@@ -103,9 +230,10 @@ def test_hydra_variant_config_trains(tiny_corpus, tmp_path):
                  "model.encoder.ffn_embed_dim=64", "model.decoder.ffn_embed_dim=64",
                  "dataset.max_tokens=1000", "task.guidance_max_tokens=500", "optimization.max_update=3",
                  "common.log_interval=1", f"checkpoint.save_dir={tmp_path}", "checkpoint.no_save=true",
-                 "dataset.validate_interval_updates=0", "common.cpu=true", f"hydra.run.dir={tmp_path}"]
-    out = run([BIN / "fairseq-hydra-train", "--config-dir", REPO / "configs" / "nmt" / "cpu",
-               "--config-name", "guided_alpha_beta1", *overrides])
+                 "dataset.validate_interval_updates=0", "common.cpu=true", f"hydra.run.dir={tmp_path}",
+                 "optimizer.guided_hparams=alpha\\,beta1"]
+    out = run([BIN / "fairseq-hydra-train", "--config-dir", REPO / "configs" / "nmt",
+               "--config-name", "cpu", *overrides])
     assert out.returncode == 0, out.stdout[-3000:]
     rows = [r for r in (json_logs(out.stdout.replace("][train_inner][INFO] - ", " | train_inner | ")))]
     assert len(rows) == 3 and "guided_alpha" in rows[-1] and "guided_beta1" in rows[-1]

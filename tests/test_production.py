@@ -2,14 +2,13 @@
 checkpoints, safe checkpoint loading, and faults in the guided step."""
 import math
 import shutil
-import signal
 import subprocess
 
 import pytest
 import torch
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
-from conftest import BIN, ENV, PLUGIN, json_logs, run, train_cmd
+from conftest import BIN, json_logs, kill_at_update, run, train_cmd
 
 NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0"]
 
@@ -52,17 +51,9 @@ def test_sigkill_then_resume_follows_the_uninterrupted_run_bitwise(tiny_corpus, 
     straight = run(train_cmd(tiny_corpus, tmp_path / "straight", *flags, batching=("--batch-size", "16")))
     assert straight.returncode == 0, straight.stdout[-2000:]
 
-    cmd = [str(c) for c in train_cmd(tiny_corpus, tmp_path / "killed", *flags, batching=("--batch-size", "16"))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    killed_at = None
-    for line in proc.stdout:
-        rows = json_logs(line)
-        if rows and int(rows[0]["num_updates"]) >= 25:
-            proc.send_signal(signal.SIGKILL)
-            killed_at = int(rows[0]["num_updates"])
-            break
-    proc.wait()
-    assert killed_at is not None and killed_at < 60 and proc.returncode == -signal.SIGKILL
+    cmd = train_cmd(tiny_corpus, tmp_path / "killed", *flags, batching=("--batch-size", "16"))
+    killed_at = kill_at_update(cmd, 25)
+    assert killed_at < 60
 
     resumed = run(cmd)
     assert resumed.returncode == 0, resumed.stdout[-2000:]
@@ -130,5 +121,5 @@ def test_guidance_split_smaller_than_one_batch(tiny_corpus, tmp_path):
     out = run(train_cmd(tmp_path / "bin", tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.005",
                         "--guided-hparams", "alpha", "--max-update", "5", "--guidance-refresh", "step"))
     assert out.returncode == 0, out.stdout[-2000:]
-    assert "guidance: 3 examples of 'guide' in 1 batches" in out.stdout
+    assert "guidance batch: 3 sentences" in out.stdout and "(3 examples of 'guide')" in out.stdout
     assert len({r["guided_alpha"] for r in json_logs(out.stdout)}) > 1

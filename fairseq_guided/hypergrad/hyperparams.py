@@ -29,7 +29,11 @@ PARAMETERISATION = {
 
 def parse_name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     """'alpha,beta1' -> ['alpha', 'beta1'], refusing unknown or repeated names."""
-    names = [n.strip() for n in str(text or "").split(",") if n.strip()]
+    items = [n.strip() for n in str(text or "").split(",")] if str(text or "").strip() else []
+    if "" in items:  # ',' or 'alpha,,beta1' would silently learn less than asked for
+        raise ValueError(f"{flag}: an empty name in {text!r}; list names like 'alpha,beta1', or "
+                         f"leave the flag out to learn nothing")
+    names = items
     for name in names:
         if name not in allowed:
             raise ValueError(
@@ -203,6 +207,14 @@ class LearnedHyperParams:
         dev = self.device
         for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):
             setattr(self, key, state[key].to(device=dev, dtype=torch.float64))
-        # The steepness comes from the command line: a changed --guided-steepness applies
-        # to the restored raw values.
+        # The steepness comes from the command line and is a meta-lr multiplier: a changed
+        # --guided-steepness must keep the learned values. Every parameterisation acts on
+        # s * raw, so raw' = raw * s_old / s_new; the raw-space hypergradient scales by
+        # s_new / s_old, and so do the meta-Adam moments (squared for the second).
+        old = state.get("steepness")
+        if old is not None:
+            ratio = old.to(device=dev, dtype=torch.float64) / self.steepness
+            self.raw = self.raw * ratio
+            self.exp_avg = self.exp_avg / ratio
+            self.exp_avg_sq = self.exp_avg_sq / ratio**2
         self._refresh()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fairseq import metrics
 from fairseq.optim import FairseqOptimizer
 
+from ..flat_masters import split_flat_master
 from .guided_config import build_learned
 
 
@@ -28,6 +29,10 @@ class GuidedFairseqOptimizer(FairseqOptimizer):
         fixed = self.optimizer_config
         self.validate(fixed)
         learned = build_learned(cfg, self.torch_class.learnable(), fixed, self.name)
+        # flat --fp16 hands over one buffer; a per-tensor update steps views of it instead
+        self.flat_views = None if self.torch_class.ELEMENTWISE else split_flat_master(params)
+        if self.flat_views is not None:
+            params = self.flat_views
         if params:
             first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
             learned.to(first.device)
@@ -50,9 +55,10 @@ class GuidedFairseqOptimizer(FairseqOptimizer):
 
     @property
     def supports_flat_params(self):
-        # a flat fp16 master buffer is one tensor: fine for elementwise Adam, wrong for
-        # LAMB's per-tensor trust ratio and Adafactor's factored moments
-        return self.torch_class.ELEMENTWISE
+        # elementwise Adam can step the flat buffer itself; LAMB and Adafactor step views
+        # of it, which needs the layout a guided task records (else fairseq's own message
+        # asks for --fp16-no-flatten-grads)
+        return self.torch_class.ELEMENTWISE or self.flat_views is not None
 
     @property
     def supports_memory_efficient_fp16(self):

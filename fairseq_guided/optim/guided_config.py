@@ -42,8 +42,9 @@ class GuidedHyperConfig(FairseqDataclass):
     )
     guided_steepness: str = field(
         default="", metadata={"help": "per hyper-parameter steepness s (value = act(s * raw)), "
-                              "as NAME=S,NAME=S; unnamed ones use 1. It multiplies that value's "
-                              "effective meta learning rate; > 0"}
+                              "as NAME=S,NAME=S for names in --guided-hparams; unnamed ones use 1. It "
+                              "multiplies that value's effective meta learning rate (changing it on "
+                              "resume keeps the learned values); > 0"}
     )
     guided_per_tensor_loop: bool = field(
         default=False, metadata={"help": "update each parameter tensor with its own kernels, as "
@@ -76,6 +77,9 @@ def build_learned(cfg, learnable: tuple[str, ...], initial_values: dict[str, flo
     beta1, beta2 = _parse_betas(cfg.guided_meta_betas)
     steepness = {n: 1.0 for n in names}
     for name, s in parse_name_values(cfg.guided_steepness, learnable, "--guided-steepness").items():
+        if name not in names:  # it would steer nothing
+            raise ValueError(f"--guided-steepness: {name} is not learned (--guided-hparams "
+                             f"{cfg.guided_hparams!r}); drop {name}= or add {name} to --guided-hparams")
         if not (s > 0 and math.isfinite(s)):
             raise ValueError(f"--guided-steepness: {name}={s} must be > 0")
         steepness[name] = s

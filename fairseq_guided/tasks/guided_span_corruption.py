@@ -20,7 +20,10 @@ from omegaconf import II
 
 from ..data import span_corruption
 from ..data.span_corruption_dataset import SpanCorruptionDataset
-from ..guidance import GuidanceConfig, GuidanceRunner, GuidedTaskMixin, validate_guidance_config
+from ..guidance import (
+    GuidanceConfig, GuidanceRunner, GuidedTaskMixin, check_guidance_fits, check_split_files,
+    validate_guidance_config,
+)
 from ..models import t5_architectures  # noqa: F401 (t5_small / t5_tiny for this task's runs)
 
 logger = logging.getLogger(__name__)
@@ -111,9 +114,11 @@ class GuidedSpanCorruptionTask(GuidedTaskMixin, FairseqTask):
         logger.info(f"dictionary: {len(task.dictionary)} types, {len(task.sentinel_ids)} sentinels; "
                     f"blocks of {task.block_length} tokens -> inputs of {cfg.inputs_length}")
         if cfg.guidance_source == "heldout":
+            check_split_files(cfg.data, cfg.guidance_subset)
             task.load_dataset(cfg.guidance_subset)  # fail now, not at the first update
             if len(task.dataset(cfg.guidance_subset)) == 0:
                 raise ValueError(f"--guidance-subset {cfg.guidance_subset!r} is empty")
+            check_guidance_fits(task, cfg)
         return task
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):

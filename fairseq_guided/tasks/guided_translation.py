@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from ..guidance import GuidanceConfig, GuidanceRunner, GuidedTaskMixin, validate_guidance_config
+from ..guidance import (
+    GuidanceConfig, GuidanceRunner, GuidedTaskMixin, check_guidance_fits, check_split_files,
+    validate_guidance_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class GuidedTranslationTask(GuidedTaskMixin, TranslationTask):
         validate_guidance_config(cfg)
         task = super().setup_task(cfg, **kwargs)
         if cfg.guidance_source == "heldout":
+            check_split_files(cfg.data, cfg.guidance_subset)
             try:  # fail now, not at the first update
                 task.load_dataset(cfg.guidance_subset, combine=False, epoch=1)
             except FileNotFoundError as e:
@@ -41,4 +45,5 @@ class GuidedTranslationTask(GuidedTaskMixin, TranslationTask):
                 ) from None
             if len(task.dataset(cfg.guidance_subset)) == 0:
                 raise ValueError(f"--guidance-subset {cfg.guidance_subset!r} is empty")
+            check_guidance_fits(task, cfg)
         return task

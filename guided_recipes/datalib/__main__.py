@@ -7,6 +7,7 @@ Folder layout under --dest (the same for every corpus):
   spm.model, spm.vocab    joint sentencepiece model (trained on raw/train only)
   spm/{split}.{src,tgt}   sentencepiece pieces
   bin/                    fairseq-preprocess output, guide as its own split
+  {raw,spm,bin}/test_debian.*   held-out Debian descriptions (stage debian-test; optional)
   .stamps/                what each stage did, to skip it next time
 """
 
@@ -17,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import offline, subword, textproc, wmt19
+from . import heldout, offline, subword, textproc, wmt19
 from .common import DataError, Stage
 
 SPLITS = subword.SPLITS
@@ -29,6 +30,13 @@ def _fmt(counts):
 
 def cmd_wmt19_urls(a):
     print("\n".join(wmt19.download_list(a.pair, a.corpora)))
+
+
+def cmd_wmt19_verify(a):
+    n = wmt19.verify_raw(a.raw_dir, a.pair, a.corpora, a.skip_checksum,
+                         record=a.dest / ".stamps" / "verified.json")
+    print(f"[verify] {n} archives whole" + (f" (md5 not checked: {', '.join(a.skip_checksum)})"
+                                             if a.skip_checksum else ""), flush=True)
 
 
 def cmd_wmt19_extract(a):
@@ -122,6 +130,21 @@ def cmd_binarize(a):
                 f"dictionary entries, splits {', '.join(SPLITS)} in {a.dest / 'bin'}")
 
 
+def cmd_debian_test(a):
+    for lang in (a.src, a.tgt):
+        if not offline.translation_files(a.lists_dir, lang):
+            raise DataError(f"no Translation-{lang} index in {a.lists_dir}: the held-out Debian test set "
+                            "needs apt's package-description lists (pass --debian-test-size 0 to go without)")
+    filters = {k: getattr(a, k) for k in ("max_words", "min_words", "max_ratio", "ratio_floor",
+                                          "drop_identical")}
+    params = dict(filters, size=a.size, seed=a.seed)
+    ins = [f for lang in (a.src, a.tgt) for f in offline.translation_files(a.lists_dir, lang)]
+    ins += [a.dest / "raw" / f"{split}.{lang}" for split in SPLITS for lang in (a.src, a.tgt)]
+    ins += [a.dest / "spm.model"] + [a.dest / "bin" / f"dict.{lang}.txt" for lang in (a.src, a.tgt)]
+    Stage(a.dest, "debian_test", params, ins, heldout.outputs(a.dest, a.src, a.tgt)).run(
+        lambda: _fmt(heldout.make(a.dest, a.lists_dir, a.src, a.tgt, a.size, a.seed, filters)))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m guided_recipes.datalib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,6 +168,12 @@ def main(argv=None):
     sp.add_argument("--pair", required=True)
     sp.add_argument("--raw-dir", type=Path, required=True)
     sp.add_argument("--corpora", type=corpora, default=[])
+    sp = add("wmt19-verify", cmd_wmt19_verify, langs=False)
+    sp.add_argument("--pair", required=True)
+    sp.add_argument("--raw-dir", type=Path, required=True)
+    sp.add_argument("--corpora", type=corpora, default=[])
+    sp.add_argument("--skip-checksum", type=corpora, default=[],
+                    help="files whose md5 is not checked (a newer release than the published one)")
     sp = add("offline-extract", cmd_offline_extract, langs=False)
     sp.add_argument("--pair", required=True)
     sp.add_argument("--debs", type=Path, nargs="+", required=True)
@@ -167,6 +196,16 @@ def main(argv=None):
     add("spm-encode", cmd_spm_encode)
     sp = add("binarize", cmd_binarize)
     sp.add_argument("--workers", type=int, default=0, help="0: one a CPU core")
+
+    sp = add("debian-test", cmd_debian_test)
+    sp.add_argument("--lists-dir", type=Path, required=True, help="apt lists with Translation-* indexes")
+    sp.add_argument("--size", type=int, default=1000, help="pairs to draw")
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--max-words", type=int, default=250)
+    sp.add_argument("--min-words", type=int, default=1)
+    sp.add_argument("--max-ratio", type=float, default=1.5)
+    sp.add_argument("--ratio-floor", type=int, default=20)
+    sp.add_argument("--drop-identical", action="store_true")
 
     a = p.parse_args(argv)
     try:

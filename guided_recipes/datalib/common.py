@@ -79,9 +79,13 @@ def atomic_write(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        yield f
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:  # a failed read upstream must not leave a .tmp behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_lines(path):

@@ -84,6 +84,9 @@ def split(src_in, tgt_in, out, src_lang, tgt_lang, guide_every=100, valid_size=0
     are unique (clean), so no pair can be in two splits. Streams: only valid and test are
     held in memory.
     """
+    if guide_every == 1:  # sentencepiece would then fail on an empty train split
+        raise DataError("--guide-every 1 puts every pair in guide and none in train; use 2 or more "
+                        "(or 0 for no guide split)")
     counts = {}
     held = {}
     if valid_size or test_size:
@@ -123,4 +126,6 @@ def split(src_in, tgt_in, out, src_lang, tgt_lang, guide_every=100, valid_size=0
             fs.write(s + "\n")
             ft.write(t + "\n")
             counts[name] += 1
+    if counts["train"] == 0:
+        raise DataError(f"{src_in}: no pair left for train after the held-out splits")
     return counts

@@ -9,11 +9,14 @@ sacrebleu's (no entity unescaping, whitespace collapsed), so raw/test.* equal sa
 """
 
 import gzip
+import hashlib
 import io
+import json
 import re
 import shutil
 import tarfile
 import zipfile
+import zlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -93,19 +96,30 @@ def download_list(pair, names):
     return lines + [f"{DEV_URL} dev.tgz", f"{TEST_URL} test.tgz"]
 
 
+def _candidates(raw, name):
+    """RAW/name, then one level of subfolder (RAW/*/name): archives unpacked into a folder
+    of their own, or downloads kept in one."""
+    return [raw / name] + sorted(raw.glob(f"*/{name}"))
+
+
 class Archive:
     """Members of a downloaded file. A member already unpacked at RAW/member or RAW/basename
-    is used as is; otherwise it is read from the archive RAW/fname."""
+    (or one subfolder down) is used as is; otherwise it is read from the archive RAW/fname.
+    A gunzipped single file (europarl-v9.de-en.tsv for europarl-v9.de-en.tsv.gz) stands for
+    its .gz."""
 
     def __init__(self, raw_dir, fname):
         self.raw = Path(raw_dir)
-        self.path = self.raw / fname
+        names = [fname] + ([fname[:-3]] if fname.endswith((".tsv.gz", ".tmx.gz")) else [])
+        found = [c for n in names for c in _candidates(self.raw, n) if c.is_file()]
+        self.path = found[0] if found else self.raw / fname
         self._names = None
 
     def unpacked(self, member):
-        for cand in (self.raw / member, self.raw / Path(member).name):
-            if cand.is_file():
-                return cand
+        for name in (member, Path(member).name):
+            for cand in _candidates(self.raw, name):
+                if cand.is_file():
+                    return cand
         return None
 
     def source(self, member=None):
@@ -201,8 +215,14 @@ def read_plain(archive, x_member, en_member, x_first, scratch):
         if path is None:
             path = Path(scratch) / Path(member).name
             path.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open_bytes(member) as f_in, open(path, "wb") as f_out:
-                shutil.copyfileobj(f_in, f_out, 1 << 20)
+            try:
+                with archive.open_bytes(member) as f_in, open(path, "wb") as f_out:
+                    shutil.copyfileobj(f_in, f_out, 1 << 20)
+            except BaseException:
+                for p in paths + [path]:  # no partial copies left in the scratch folder
+                    if p.parent == Path(scratch):
+                        p.unlink(missing_ok=True)
+                raise
         paths.append(path)
     n_x, n_en = count_lines(paths[0]), count_lines(paths[1])
     if n_x != n_en:
@@ -256,6 +276,85 @@ def _dev_test_choice(raw_dir, src, tgt):
     return chosen
 
 
+# -- verifying the raw files before any work ------------------------------------------------
+_MAGIC = {".gz": b"\x1f\x8b", ".tgz": b"\x1f\x8b", ".zip": b"PK\x03\x04"}
+READ_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile, ET.ParseError,
+               UnicodeError, ValueError)
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_archive(path, skip_checksum=()):
+    """Raise DataError naming the file unless it is the published file (md5, where WMT
+    publishes one) and a whole archive of its kind (every byte read and CRC-checked)."""
+    name = path.name
+    if name in MD5 and name not in skip_checksum:
+        got = _md5(path)
+        if got != MD5[name]:
+            raise DataError(f"{path}: md5 {got} is not the published {MD5[name]}; delete it and "
+                            f"download it again (for a newer release of {name}, pass "
+                            f"--skip-checksum {name})")
+    kind = ".tgz" if name.endswith(".tgz") else path.suffix
+    if kind not in _MAGIC:
+        return  # an unpacked or gunzipped plain file: nothing to check
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith(_MAGIC[kind]):
+        shown = head[:30].decode("utf-8", "replace").strip()
+        raise DataError(f"{path} is not a {kind} archive (it starts with {shown!r}: an error page "
+                        f"saved in its place?); delete it and download it again")
+    try:
+        if kind == ".zip":
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            if bad:
+                raise DataError(f"{path}: member {bad} fails its CRC check; delete the file and "
+                                f"download it again")
+        elif kind == ".tgz":
+            with tarfile.open(path, "r:gz") as t:
+                for member in t:
+                    if member.isfile():
+                        shutil.copyfileobj(t.extractfile(member), _Sink(), 1 << 20)
+        else:
+            with gzip.open(path) as g:
+                while g.read(1 << 20):
+                    pass
+    except READ_ERRORS as e:
+        raise DataError(f"{path} is damaged or truncated ({type(e).__name__}: {e}); delete it and "
+                        f"download it again") from None
+
+
+class _Sink:
+    def write(self, data):
+        return len(data)
+
+
+def verify_raw(raw_dir, pair, names, skip_checksum=(), record=None):
+    """verify_archive for every archive file the extraction will read. `record`: a JSON file
+    of the files already verified (size, mtime), so a rerun does not read them all again."""
+    src, tgt, x = check_pair(pair)
+    files = {Archive(raw_dir, fname).path for _, fname, _ in select(x, names).values()}
+    files |= {Archive(raw_dir, f).path for f in ("dev.tgz", "test.tgz")}
+    done = json.loads(record.read_text()) if record and record.is_file() else {}
+    for path in sorted(p for p in files if p.is_file()):
+        key, state = str(path.resolve()), [path.stat().st_size, path.stat().st_mtime_ns, sorted(skip_checksum)]
+        if done.get(key) == state:
+            continue
+        verify_archive(path, skip_checksum)
+        done[key] = state
+        if record:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(record) as f:
+                json.dump(done, f, indent=1)
+    return len(files)
+
+
 def check_raw(raw_dir, pair, names):
     """Fail before any work if a needed raw file is missing, naming it; returns the files
     whose change must redo the extraction."""
@@ -284,13 +383,22 @@ def extract(raw_dir, pair, names, work_dir, raw_out):
             atomic_write(Path(work_dir) / f"corpus.{tgt}") as ft:
         for name, (url, fname, reader) in select(x, names).items():
             n = 0
-            for s, t in read_corpus(raw_dir, fname, reader, x, x_first, scratch):
-                fs.write(normalise(s) + "\n")
-                ft.write(normalise(t) + "\n")
-                n += 1
+            try:
+                for s, t in read_corpus(raw_dir, fname, reader, x, x_first, scratch):
+                    fs.write(normalise(s) + "\n")
+                    ft.write(normalise(t) + "\n")
+                    n += 1
+            except READ_ERRORS as e:  # name the file, not just the Python error
+                raise DataError(f"{Archive(raw_dir, fname).path} ({name}) cannot be read after "
+                                f"{n} pairs ({type(e).__name__}: {e}); delete it and download it "
+                                f"again") from None
             counts[name] = n
     for split, (archive, src_member, ref_member) in _dev_test_choice(raw_dir, src, tgt).items():
-        s_lines, t_lines = read_sgm(archive, src_member), read_sgm(archive, ref_member)
+        try:
+            s_lines, t_lines = read_sgm(archive, src_member), read_sgm(archive, ref_member)
+        except READ_ERRORS as e:
+            raise DataError(f"{archive.path} ({split} set) cannot be read ({type(e).__name__}: {e}); "
+                            f"delete it and download it again") from None
         if len(s_lines) != len(t_lines) or not s_lines:
             raise DataError(f"{archive.path}: {src_member} has {len(s_lines)} segments, "
                             f"{ref_member} has {len(t_lines)}")

@@ -1,0 +1,171 @@
+"""What fairseq-train checks once before training, with this plugin loaded.
+
+Installed by wrapping `fairseq.checkpoint_utils.load_checkpoint`, the one call
+fairseq_cli.train makes after building the trainer and before the first update (it has
+the whole config and the trainer):
+- a lock on --save-dir, so that a second run on the same directory is refused (naming the
+  holder's PID) instead of interleaving its checkpoints with the first;
+- a guided optimizer that learns values under a task without the guidance step (it would
+  learn nothing and say nothing);
+- the checkpoint it resumes from is verified before loading: a torch checkpoint is a zip
+  file whose every record carries a CRC32, so a truncated or bit-flipped file is refused,
+  naming it, instead of loading garbage that shows up updates later as NaN.
+
+A resume whose checkpoint_last.pt is unreadable stops and names the newest readable
+checkpoint; it never falls back on its own: silently redoing updates from an older file
+would hide a failing disk and change a guided run's trajectory without the user knowing.
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import glob
+import os
+import zipfile
+
+import torch
+
+LOCK_NAME = ".fairseq_guided.lock"
+_held_locks = {}  # save dir -> open lock file, held (flock) for the life of the process
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+# -- the --save-dir lock ------------------------------------------------------------------
+def lock_save_dir(save_dir: str) -> None:
+    """Take an exclusive flock on SAVE_DIR/.fairseq_guided.lock for this process's life.
+    The kernel drops it when the holder dies, so a lock left by a killed run never blocks."""
+    save_dir = os.path.abspath(save_dir)
+    if save_dir in _held_locks:
+        return
+    os.makedirs(save_dir, exist_ok=True)
+    path = os.path.join(save_dir, LOCK_NAME)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise CheckpointError(
+            f"--save-dir {save_dir} is in use by another training run (PID {holder}, lock "
+            f"{path}); two runs in one directory would overwrite each other's checkpoints. "
+            f"Wait for it, stop it, or choose another --save-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks[save_dir] = f
+
+
+# -- verifying checkpoints ----------------------------------------------------------------
+def checkpoint_problem(path: str):
+    """None if the file at path reads back whole, else why not (a short phrase)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "is empty (0 bytes)"
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                if f.read(2) == b"\x80\x02":
+                    return None  # torch's legacy (pre-1.6) pickle format: no CRCs to check
+            return "is not a complete torch checkpoint (no zip directory: truncated?)"
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        if bad is not None:
+            return f"is corrupted (record {bad} fails its CRC32 check)"
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as e:
+        return f"cannot be read ({type(e).__name__}: {e})"
+    return None
+
+
+def _num_updates(path: str):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state["optimizer_history"][-1]["num_updates"]
+    except Exception:
+        return None
+
+
+def newest_readable_checkpoint(save_dir: str, suffix: str = "", exclude=()):
+    """(path, num_updates) of the newest checkpoint in save_dir that verifies, or None."""
+    paths = [p for p in glob.glob(os.path.join(save_dir, f"checkpoint*{suffix}.pt"))
+             if os.path.abspath(p) not in {os.path.abspath(e) for e in exclude}]
+    for path in sorted(paths, key=lambda p: (os.path.getmtime(p), p), reverse=True):
+        if checkpoint_problem(path) is None:
+            updates = _num_updates(path)
+            if updates is not None:
+                return path, updates
+    return None
+
+
+def resume_path(cfg, suffix: str):
+    """The checkpoint fairseq's load_checkpoint will read, and whether it is the default
+    checkpoint_last.pt (fairseq starts afresh when that one is absent)."""
+    if cfg.restore_file == "checkpoint_last.pt":
+        last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
+        if os.path.exists(last):
+            return last, True
+        for other in (getattr(cfg, "continue_once", None), cfg.finetune_from_model):
+            if other:
+                return other, False
+        return None, True
+    return cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file, False
+
+
+def verify_resume_checkpoint(cfg, suffix: str = "") -> None:
+    path, is_last = resume_path(cfg, suffix)
+    if path is None or not os.path.exists(path):
+        return  # a first launch, or fairseq's own "not found" handling
+    problem = checkpoint_problem(path)
+    if problem is None:
+        return
+    if not is_last:
+        raise CheckpointError(f"the checkpoint to resume from, {path}, {problem}; nothing was loaded")
+    newest = newest_readable_checkpoint(cfg.save_dir, suffix, exclude=[path])
+    if newest is None:
+        advice = (f"there is no readable checkpoint in {cfg.save_dir}; move {path} aside to "
+                  f"start afresh")
+    else:
+        good, updates = newest
+        advice = (f"the newest readable checkpoint is {good} (update {updates}). To resume from "
+                  f"it: mv {path} {path}.bad && cp {good} {path} (or pass --restore-file {good})")
+    raise CheckpointError(f"{path} {problem}; nothing was loaded: {advice}")
+
+
+# -- learned values under a task that never learns them -----------------------------------
+def check_task_learns(cfg, task) -> None:
+    from .guidance import GuidedTaskMixin
+
+    opt = cfg.optimizer
+    name = str(getattr(opt, "_name", "") or "")
+    hparams = str(getattr(opt, "guided_hparams", "") or "").strip()
+    if name.startswith("guided_") and hparams and not isinstance(task, GuidedTaskMixin):
+        raise ValueError(
+            f"--guided-hparams {hparams!r} with --task {cfg.task._name}: that task has no guidance "
+            f"step, so --optimizer {name} would learn nothing. Use --task guided_translation or "
+            f"guided_span_corruption, or drop --guided-hparams")
+
+
+def before_training(cfg, trainer) -> None:
+    check_task_learns(trainer.cfg, trainer.task)
+    if trainer.should_save_checkpoint_on_current_rank and not cfg.no_save:
+        lock_save_dir(cfg.save_dir)
+    verify_resume_checkpoint(cfg, trainer.checkpoint_suffix)
+
+
+def install() -> None:
+    from fairseq import checkpoint_utils
+
+    original = checkpoint_utils.load_checkpoint
+    if getattr(original, "_fairseq_guided", False):
+        return
+
+    @functools.wraps(original)
+    def load_checkpoint(cfg, trainer, **passthrough_args):
+        before_training(cfg, trainer)
+        return original(cfg, trainer, **passthrough_args)
+
+    load_checkpoint._fairseq_guided = True
+    checkpoint_utils.load_checkpoint = load_checkpoint

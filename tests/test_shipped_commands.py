@@ -1,0 +1,70 @@
+"""Every shipped preset and command, as written, through fairseq's own code path: the
+NMT recipe's fairseq-hydra-train command for each configs/nmt preset and the benchmark's
+commands, each with only the model shrunk and the run cut to two updates, on the CPU.
+Where a preset needs CUDA (flat --fp16), tests/launchers/cpu_as_cuda.py stands in for
+fairseq's one CUDA call, so FP16Optimizer.build_optimizer and the flat fp32 masters are
+the real ones. A preset that cannot build its optimizer or take a guided update fails
+here, not on a lent GPU."""
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, json_logs, run
+from guided_recipes import benchmark, nmt
+
+LAUNCH = [sys.executable, REPO / "tests" / "launchers" / "cpu_as_cuda.py"]
+SHRINK_HYDRA = [f"model.{part}.{key}={value}" for part in ("encoder", "decoder")
+                for key, value in (("layers", 1), ("embed_dim", 32), ("ffn_embed_dim", 64), ("attention_heads", 2))]
+SHRINK_CLI = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim",
+              "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads",
+              "2", "--decoder-attention-heads", "2"]
+
+
+def hydra_rows(stdout: str):
+    return json_logs(stdout.replace("][train_inner][INFO] - ", " | train_inner | "))
+
+
+def test_every_nmt_yaml_is_a_recipe_preset():
+    shipped = {p.stem for p in (REPO / "configs" / "nmt").glob("*.yaml")} - {"recipes"}
+    assert shipped == set(nmt.PRESETS)
+
+
+@pytest.mark.parametrize("name", sorted(nmt.PRESETS))
+def test_nmt_preset_command_takes_guided_updates(tiny_corpus, tmp_path, name):
+    preset = nmt.PRESETS[name]
+    cmd = nmt.train_command(tiny_corpus, tmp_path, "alpha+beta1", 1, preset,
+                            overrides=[*SHRINK_HYDRA, "optimization.max_update=2", "common.log_interval=1",
+                                       "checkpoint.no_save=true"])
+    assert Path(cmd[0]).name == "fairseq-hydra-train"
+    out = run(LAUNCH + ["fairseq-hydra-train"] + cmd[1:])
+    assert out.returncode == 0, out.stdout[-4000:]
+    rows = hydra_rows(out.stdout) or json_logs((tmp_path / "train.log").read_text().replace("{", " | train_inner | {", 1))
+    assert len(rows) == 2 and "guided_alpha" in rows[-1] and "guided_beta1" in rows[-1], out.stdout[-2000:]
+    if preset.fp16:
+        assert "loss_scale" in rows[-1]  # FP16Optimizer, with fairseq's default flat masters
+        assert "fp16_no_flatten_grads" not in str(preset.config)
+
+
+@pytest.mark.parametrize("device", sorted(benchmark.PRESETS))
+@pytest.mark.parametrize("optimizer", ["guided_lamb", "guided_adam"])
+def test_benchmark_commands_take_guided_updates(tiny_corpus, device, optimizer):
+    args = argparse.Namespace(device=device, updates=2, log_interval=1)
+    cmd = benchmark.bench_command(args, benchmark.PRESETS[device], optimizer, "alpha,beta1", 4, 1, ())
+    out = run(LAUNCH + ["fairseq-train", tiny_corpus, *cmd, *SHRINK_CLI, "--source-lang", "src",
+                        "--target-lang", "tgt"])
+    assert out.returncode == 0, out.stdout[-4000:]
+    rows = json_logs(out.stdout)
+    assert len(rows) == 2 and "guided_alpha" in rows[-1] and "guide_pass_ms" in rows[-1]
+
+
+def test_recipe_command_survives_hydra_changing_directory(tiny_corpus, tmp_path, monkeypatch):
+    """fairseq-hydra-train runs inside hydra.run.dir: the README's relative --data and
+    --out must reach it as absolute paths."""
+    monkeypatch.chdir(tiny_corpus.parent)
+    cmd = nmt.train_command(Path(tiny_corpus.name), Path("runs") / "x", "base", 1, nmt.PRESETS["tiny"])
+    paths = {arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in cmd if "=" in arg}
+    for key in ("task.data", "checkpoint.save_dir", "common.log_file", "hydra.run.dir"):
+        assert Path(paths[key]).is_absolute(), (key, paths[key])
+    assert paths["task.data"] == str(tiny_corpus)
