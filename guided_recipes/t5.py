@@ -137,6 +137,10 @@ def finetune_command(preset, data, save_dir, seed=1, pretrained=None, **override
         # every test snippet must be scored: fairseq drops a last batch smaller than the
         # multiple (default 8)
         "--required-batch-size-multiple", 1]
+    if p["fp16"]:
+        # the stock translation task does not record the parameter layout that flat fp16
+        # masters need for Adafactor's per-tensor update (fairseq_guided/flat_masters.py)
+        cmd += ["--fp16-no-flatten-grads"]
     if pretrained:
         cmd += ["--restore-file", pretrained, "--reset-optimizer", "--reset-dataloader",
                 "--reset-meters", "--reset-lr-scheduler"]

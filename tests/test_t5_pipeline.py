@@ -9,6 +9,7 @@ import inspect
 import json
 import math
 import re
+import sys
 from collections import Counter
 
 import numpy as np
@@ -269,3 +270,28 @@ def test_paper_preset_asks_for_t5s_vocabulary(prepared, tmp_path):
                "--preset", "paper"])
     assert out.returncode != 0 and "asks for a 32000-piece vocabulary" in out.stdout, out.stdout[-2000:]
     assert "--vocab-size 32000" in out.stdout and not (tmp_path / "results.json").exists()
+
+
+SHRINK_T5 = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim",
+             "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads",
+             "2", "--decoder-attention-heads", "2"]
+
+
+@pytest.mark.parametrize("preset", sorted(recipe.PRESETS))
+def test_every_preset_command_takes_updates(prepared, tmp_path, preset):
+    """Each preset's exact pretraining (guided alpha+beta1) and fine-tuning commands through
+    fairseq-train's own code, the model shrunk and each run cut to two updates; the
+    paper preset's flat --fp16 with its CUDA calls stood in for on a CPU
+    (tests/launchers/cpu_as_cuda.py)."""
+    data, _ = prepared
+    launch = [sys.executable, REPO / "tests" / "launchers" / "cpu_as_cuda.py", "fairseq-train"]
+    pre = recipe.pretrain_command(preset, "alpha_beta1", data / "bin", tmp_path / "pre", pretrain_updates=2,
+                                     validate_every=2, inputs_length=64)
+    out = run(launch + pre[1:] + SHRINK_T5)
+    assert out.returncode == 0, out.stdout[-3000:]
+    epoch = json_logs(out.stdout, "train")[-1]  # the end-of-epoch row: two updates < --log-interval
+    assert epoch["train_num_updates"] == "2" and float(epoch["train_guided_alpha"]) != 1.0, epoch
+    assert ("train_loss_scale" in epoch) == (preset == "paper")  # FP16Optimizer for the GPU preset
+    fine = recipe.finetune_command(preset, data / "sentiment" / "bin", tmp_path / "fine", finetune_updates=2)
+    out = run(launch + fine[1:] + SHRINK_T5)
+    assert out.returncode == 0, out.stdout[-3000:]
