@@ -1,13 +1,15 @@
 """The guided step under fairseq's precision wrappers, as far as they run on a CPU:
 --fp16 --fp16-no-flatten-grads (FP16Optimizer with fp32 masters), --memory-efficient-fp16
-and --amp. Flat --fp16 needs CUDA in fairseq (see BENCHMARKS.md / the GPU check)."""
+and --amp; fairseq's loss-scale overflow path with its .cuda() call stood in for (flat
+--fp16: tests/test_flat_fp16.py)."""
 import math
+import sys
 
 import pytest
 import torch
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
-from conftest import json_logs, run, train_cmd
+from conftest import REPO, json_logs, run, train_cmd
 
 MODES = {
     "fp16-fp32-masters": ("guided_lamb", ["--fp16", "--fp16-no-flatten-grads"]),
@@ -38,17 +40,17 @@ def test_hypergradients_in_half_precision_track_the_fp32_run(tiny_corpus, tmp_pa
         assert math.isclose(float(a["guided_alpha"]), float(b["guided_alpha"]), rel_tol=1e-3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="fairseq's overflow handling calls .cuda(): it cannot run on a CPU")
 def test_overflowing_steps_never_reach_the_learned_values(tiny_corpus, tmp_path):
     """A huge initial loss scale overflows the first training passes (fairseq skips those
     updates); the guidance pass uses the same scale, so an overflow there yields a
     non-finite hypergradient that is counted and dropped. Every meta step is accounted
     for: applied + dropped = updates made."""
-    out = run(train_cmd(tiny_corpus, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.005",
-                        "--guided-hparams", "alpha,beta1", "--guided-meta-lr", "0.01", "--max-update", "6",
-                        "--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", str(2 ** 24),
-                        "--fp16-scale-window", "1"))
+    # fairseq's overflow path calls .cuda(): on a CPU the launcher stands in for it
+    cmd = train_cmd(tiny_corpus, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.005",
+                    "--guided-hparams", "alpha,beta1", "--guided-meta-lr", "0.01", "--max-update", "6",
+                    "--fp16", "--fp16-no-flatten-grads", "--fp16-init-scale", str(2 ** 24),
+                    "--fp16-scale-window", "1")
+    out = run([sys.executable, REPO / "tests" / "launchers" / "cpu_as_cuda.py", "fairseq-train", *cmd[1:]])
     assert out.returncode == 0, out.stdout[-3000:]
     assert "gradient overflow detected" in out.stdout
     rows = json_logs(out.stdout)
