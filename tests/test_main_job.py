@@ -237,3 +237,28 @@ def test_hydra_preset_config_trains(tiny_corpus, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:]
     rows = [r for r in (json_logs(out.stdout.replace("][train_inner][INFO] - ", " | train_inner | ")))]
     assert len(rows) == 3 and "guided_alpha" in rows[-1] and "guided_beta1" in rows[-1]
+
+
+def test_the_readme_part_commands_run_on_the_job_s_runs(report, tmp_path):
+    """The README's one-part-at-a-time commands, as written (tiny preset), on the finished
+    runs: train skips a finished run, evaluate returns its stored score, the plot and table
+    scripts rebuild the report's figures and Table 1."""
+    folder, _ = report
+    runs, data = folder.parent, folder.parent.parent / "data"
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=ENV)
+        assert out.returncode == 0, out.stdout[-3000:]
+        return out.stdout
+
+    out = cli(REPO / "scripts" / "nmt_recipe.py", "train", "--data", data / "bin", "--variant", "beta1", "--seed", 1,
+              "--preset", "tiny", "--out", runs)
+    assert "had finished; nothing to do" in out
+    out = cli(REPO / "scripts" / "nmt_recipe.py", "evaluate", "--data", data / "bin", "--raw", data / "raw",
+              "--run", runs / "beta1-seed1", "--preset", "tiny")
+    assert f"BLEU = {run_json(folder, 'beta1', 1)['bleu']:.2f}" in out
+    cli(REPO / "user_scripts" / "plot_schedules.py", runs, "--out", tmp_path)
+    assert (tmp_path / "beta1.png").read_bytes()[:4] == b"\x89PNG"
+    table = cli(REPO / "user_scripts" / "compare_table.py", runs, "--raw", data / "raw")
+    assert all(f"| {v} |" in table for v in VARIANTS), table
