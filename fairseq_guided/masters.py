@@ -10,8 +10,6 @@ from typing import Optional
 
 import torch
 
-from .flat_masters import check_views_match
-
 
 @dataclass
 class MasterSlot:
@@ -29,7 +27,7 @@ def master_slots(optimizer, guided, params) -> dict:
     slots = {}
     flat_views = getattr(find_fairseq_guided(optimizer), "flat_views", None)
     if isinstance(fp32_params, dict) and flat_views is not None:  # flat --fp16, per-tensor update
-        check_views_match(flat_views, fp16_params, type(guided).__name__)
+        # the layout was checked once, at the first training step (GuidedTaskMixin)
         for p, view in zip((p for p in fp16_params if p.requires_grad), flat_views):
             if view in guided.state:
                 slots[id(p)] = MasterSlot(group_of[id(view)], view, None, view.grad)
