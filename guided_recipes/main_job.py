@@ -9,6 +9,7 @@ five claims), the exact commands.
     python scripts/main_job.py --preset gpu    # one GPU, the four variants at once
     python scripts/main_job.py --study schedules        # Figures 1 and 2 (learned curves)
     python scripts/main_job.py --study lr-sensitivity   # base vs alpha+beta1 at 1/4x, 1x, 4x lr
+    python scripts/main_job.py --with-tuning-free       # + schedule-free AdamW and Prodigy arms
 
 Each study trains into runs/study_NAME-PRESET (beside the main job's runs folder) and
 writes its tables and plots into the main job's report folder, then rewrites findings.md.
@@ -56,6 +57,11 @@ def parse_args():
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/main_job-PRESET)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's; "
                         "--study schedules: its first)")
+    parser.add_argument("--with-tuning-free", action="store_true",
+                        help="add the tuning-free optimizers of configs/nmt/tuning_free.yaml (schedule-free "
+                             "AdamW, Prodigy, at their packages' defaults) as arms: to Table 1, or to "
+                             "--study lr-sensitivity at the same multiples of their own lr; runs already "
+                             "trained are kept, so this extends a finished main job")
     parser.add_argument("--quiet", action="store_true", help="keep fairseq's own output in the run logs only")
     parser.add_argument("--no-prepare", action="store_true",
                         help="use the corpus already prepared in --data-dir as it is (a machine without "
@@ -113,13 +119,17 @@ def alpha_courses(runs: Path) -> dict:
     return out
 
 
-def table1_stages(seeds, subsets):
-    return 1 + len(seeds) * len(nmt_recipe.VARIANTS) * (1 + len(subsets)) + 1
+def table1_variants(args) -> list:
+    return [*nmt_recipe.VARIANTS, *(nmt_recipe.TUNING_FREE if args.with_tuning_free else ())]
+
+
+def table1_stages(args, seeds, subsets):
+    return 1 + len(seeds) * len(table1_variants(args)) * (1 + len(subsets)) + 1
 
 
 def table1_job(args, preset, seeds, data, raw, runs, report, prepare_cmd, times, subsets):
-    plan = [(v, s) for s in seeds for v in nmt_recipe.VARIANTS]
-    stages = table1_stages(seeds, subsets)
+    plan = [(v, s) for s in seeds for v in table1_variants(args)]
+    stages = table1_stages(args, seeds, subsets)
     train_all(preset, [(f"{v}, seed {s}", runs / f"{v}-seed{s}", v, s, (), None) for v, s in plan], data, 2,
               stages, not args.quiet, times)
     evaluate_all(preset, [(f"{v}, seed {s}", runs / f"{v}-seed{s}") for v, s in plan], data, raw,
@@ -156,7 +166,8 @@ def study_plan(args, preset, seeds, runs):
     options = {k: getattr(args, k) for k in studies.DEFAULTS}
     study_runs = runs.parent / f"study_{args.study}-{args.preset}"
     return [(s, seed, studies.run_folder(study_runs, s, seed, runs))
-            for s in studies.settings(args.study, preset, options) for seed in seeds], study_runs, options
+            for s in studies.settings(args.study, preset, options, args.with_tuning_free) for seed in seeds], \
+        study_runs, options
 
 
 def _value(x, fmt):
@@ -211,7 +222,7 @@ def main():
     start, times = time.time(), {}
     subsets = ["test"] + (["test_debian"] if expects_debian_test(preset) and not args.study else [])
     stages = (1 + 2 * len(study_plan(args, preset, seeds, runs)[0]) + 1 if args.study
-              else table1_stages(seeds, subsets))
+              else table1_stages(args, seeds, subsets))
     say(f"stage 1/{stages}: prepare the offline de-en corpus in {data_dir}")
     if args.no_prepare:
         if not (data_dir / "bin").is_dir() or not (data_dir / "raw").is_dir():

@@ -29,6 +29,8 @@ CONFIGS = REPO / "configs" / "nmt"
 PLUGIN = REPO / "fairseq_guided"
 
 VARIANTS = {"base": "", "alpha": "alpha", "beta1": "beta1", "alpha+beta1": "alpha,beta1"}
+# the tuning-free optimizers a user might pick instead (configs/nmt/tuning_free.yaml)
+TUNING_FREE = yaml.safe_load((CONFIGS / "tuning_free.yaml").read_text())
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,30 @@ def train_command(data: Path, run_dir: Path, variant: str, seed: int, preset: Pr
            f"task.data={data}", f"common.user_dir={PLUGIN}", f"task.source_lang={src}",
            f"task.target_lang={tgt}", f"common.seed={seed}", f"checkpoint.save_dir={run_dir / 'checkpoints'}",
            f"common.log_file={run_dir / 'train.log'}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
-    if VARIANTS[variant]:
+    if variant in TUNING_FREE:
+        cmd += tuning_free_overrides(preset, variant, set_lr=not any(o.startswith("optimization.lr=")
+                                                                     for o in overrides))
+    elif VARIANTS[variant]:
         # quoted: a bare comma is a hydra sweep
         cmd.append("optimizer.guided_hparams=" + VARIANTS[variant].replace(",", "\\,"))
     return cmd + list(overrides)
+
+
+def tuning_free_overrides(preset: Preset, arm: str, set_lr=True) -> list:
+    """Hydra overrides that turn the preset's run into the tuning-free arm `arm`: the stock
+    translation task, and the arm's optimizer and lr schedule in place of the preset's
+    (keys the arm does not list are removed, weight_decay kept)."""
+    spec, config = TUNING_FREE[arm], preset.config
+    warmup = config["lr_scheduler"].get("warmup_updates", 0)
+    out = ["task._name=translation"] + [f"~task.{k}" for k in config["task"] if k.startswith("guidance")]
+    for section in ("optimizer", "lr_scheduler"):
+        keep = set(spec[section]) | ({"weight_decay"} if section == "optimizer" else set())
+        out += [f"~{section}.{k}" for k in config[section] if k not in keep]
+        for key, value in spec[section].items():
+            value = warmup if value == "preset_warmup" else value
+            value = str(value).lower() if isinstance(value, bool) else value
+            out.append(f"{'' if key in config[section] else '+'}{section}.{key}={value}")
+    return out + ([f"optimization.lr=[{float(spec['lr'])!r}]"] if set_lr else [])
 
 
 def evaluate_command(data: Path, run_dir: Path, preset: Preset, subset: str = "test"):
@@ -193,7 +215,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="part", required=True)
     t = sub.add_parser("train", help="train one variant")
-    t.add_argument("--variant", choices=list(VARIANTS), required=True)
+    t.add_argument("--variant", choices=[*VARIANTS, *TUNING_FREE], required=True,
+                   help="a guided variant, or a tuning-free optimizer (configs/nmt/tuning_free.yaml)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--out", type=Path, default=REPO / "runs" / "nmt", help="folder of runs")
     e = sub.add_parser("evaluate", help="beam-4 BLEU of one run's last checkpoint")

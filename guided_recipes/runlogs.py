@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-ORDER = ["base", "alpha", "beta1", "alpha+beta1"]
+ORDER = ["base", "alpha", "beta1", "alpha+beta1", "schedulefree", "prodigy"]
 
 
 def log_rows(log_file: Path, tag: str):

@@ -7,8 +7,10 @@ seed, named by the setting's values; a finished run is skipped.
                    of two meta lrs; Fig. 1: guided alpha at three meta lrs. Meta lrs are
                    multiples of the preset's guided_meta_lr. One seed by default (the
                    preset's first), as the paper's figures: 9 runs.
-  lr-sensitivity   base vs alpha+beta1 at multiples of the preset's lr. The 1x runs are
-                   the main job's own (same config and seed) when it has trained them.
+  lr-sensitivity   base vs alpha+beta1 at multiples of the preset's lr (and, with
+                   --with-tuning-free, each tuning-free arm at the same multiples of its
+                   own lr). The 1x runs are the main job's own (same config and seed) when
+                   it has trained them.
 """
 import json
 from dataclasses import dataclass, field
@@ -60,18 +62,21 @@ def schedules(preset, beta1_inits, beta1_meta_lr_scales, alpha_meta_lr_scales):
     return out
 
 
-def lr_sensitivity(preset, lr_scales):
-    lr = preset_values(preset)["lr"]
+def lr_sensitivity(preset, lr_scales, tuning_free=False):
+    lrs = {"base": preset_values(preset)["lr"]}
+    lrs["alpha+beta1"] = lrs["base"]
+    if tuning_free:
+        lrs.update({arm: float(spec["lr"]) for arm, spec in nmt.TUNING_FREE.items()})
     return [Setting(f"{variant}-lr{_g(lr * scale)}", "lr", variant, {"lr": lr * scale, "lr_scale": scale},
                     () if scale == 1 else (f"optimization.lr=[{_g(lr * scale)}]",))
-            for scale in lr_scales for variant in ("base", "alpha+beta1")]
+            for scale in lr_scales for variant, lr in lrs.items()]
 
 
-def settings(study, preset, options) -> list:
+def settings(study, preset, options, tuning_free=False) -> list:
     if study == "schedules":
         return schedules(preset, options["beta1_inits"], options["beta1_meta_lr_scales"],
                          options["alpha_meta_lr_scales"])
-    return lr_sensitivity(preset, options["lr_scales"])
+    return lr_sensitivity(preset, options["lr_scales"], tuning_free)
 
 
 def run_folder(runs: Path, setting: Setting, seed: int, main_runs: Path) -> Path:

@@ -1,7 +1,8 @@
 """The paper's Table 1 for a folder of runs, with statistics: per variant and test set, each
 seed's BLEU, the mean, the sample standard deviation and a 95% t interval over seeds; per
-guided variant, the paired difference to base (same seed), with sacrebleu's paired
-bootstrap on each seed's outputs and on all seeds' outputs pooled.
+variant, the paired difference to base (same seed), with sacrebleu's paired bootstrap on
+each seed's outputs and on all seeds' outputs pooled; with tuning-free arms among the runs,
+the same paired difference of guided beta1 and alpha+beta1 to each arm.
 
     python user_scripts/compare_table.py RUNS_DIR [--raw DATA/raw] [--json OUT.json]
 
@@ -12,7 +13,10 @@ import json
 from pathlib import Path
 
 from . import stats
+from .nmt import TUNING_FREE  # the arms of configs/nmt/tuning_free.yaml
 from .runlogs import ORDER, find_runs
+
+GUIDED = ("beta1", "alpha+beta1")  # compared with each tuning-free arm
 
 SUBSETS = {"test": "LibreOffice help (in domain)",
            "test_debian": "Debian package descriptions (held-out domain, never trained on)"}
@@ -73,6 +77,8 @@ def table1(runs_dir: Path, raw: Path = None, tgt: str = "en") -> dict:
             if "base" in scores:
                 entry["vs_base"] = {v: compare(scores["base"], scores[v], raw, subset, tgt)
                                     for v in variants if v != "base"}
+            entry["vs_tuning_free"] = {f"{g} - {arm}": compare(scores[arm], scores[g], raw, subset, tgt)
+                                       for arm in TUNING_FREE if arm in scores for g in GUIDED if g in scores}
         out["subsets"][subset] = entry
     return out
 
@@ -83,6 +89,19 @@ def _num(x, fmt="{:.2f}"):
 
 def _interval(ci):
     return "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _paired_rows(title: str, comparisons: dict, seeds) -> list:
+    if not comparisons:
+        return []
+    out = ["", f"| {title} | " + " | ".join(f"seed {s}: delta (p)" for s in seeds)
+           + " | mean delta | 95% CI | pooled delta | pooled p |", "|" + "---|" * (len(seeds) + 5)]
+    for name, c in comparisons.items():
+        cells = [f"{c['per_seed'][s]['delta']:+.2f} ({c['per_seed'][s]['p']:.3f})" if s in c["per_seed"]
+                 else "-" for s in seeds]
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {c['delta']['mean']:+.2f} | "
+                   f"{_interval(c['delta']['ci'])} | {c['pooled']['delta']:+.2f} | {c['pooled']['p']:.3f} |")
+    return out
 
 
 def markdown(data: dict, pair: str = "de-en") -> str:
@@ -97,14 +116,8 @@ def markdown(data: dict, pair: str = "de-en") -> str:
             cells = [_num(row["bleu"].get(s)) for s in seeds]
             out.append(f"| {variant} | " + " | ".join(cells)
                        + f" | {row['mean']:.2f} | {_num(row['sd'])} | {_interval(row['ci'])} |")
-        if entry["vs_base"]:
-            out += ["", "| vs base | " + " | ".join(f"seed {s}: delta (p)" for s in seeds)
-                    + " | mean delta | 95% CI | pooled delta | pooled p |", "|" + "---|" * (len(seeds) + 5)]
-            for variant, c in entry["vs_base"].items():
-                cells = [f"{c['per_seed'][s]['delta']:+.2f} ({c['per_seed'][s]['p']:.3f})" if s in c["per_seed"]
-                         else "-" for s in seeds]
-                out.append(f"| {variant} | " + " | ".join(cells) + f" | {c['delta']['mean']:+.2f} | "
-                           f"{_interval(c['delta']['ci'])} | {c['pooled']['delta']:+.2f} | {c['pooled']['p']:.3f} |")
+        out += _paired_rows("vs base", entry["vs_base"], seeds)
+        out += _paired_rows("guided - tuning-free", entry.get("vs_tuning_free", {}), seeds)
         out.append("")
     out.append(data["method"])
     return "\n".join(out) + "\n"

@@ -262,3 +262,54 @@ def test_the_readme_part_commands_run_on_the_job_s_runs(report, tmp_path):
     assert (tmp_path / "beta1.png").read_bytes()[:4] == b"\x89PNG"
     table = cli(REPO / "user_scripts" / "compare_table.py", runs, "--raw", data / "raw")
     assert all(f"| {v} |" in table for v in VARIANTS), table
+
+
+def test_tuning_free_arms_extend_table1_and_the_lr_study(report):
+    """--with-tuning-free (issue 16), as the README runs it, on the finished main job: only
+    the schedule-free AdamW and Prodigy runs train, each with the package's optimizer at its
+    default lr and the preset's model and budget; Table 1 gains their rows and the paired
+    guided-minus-arm comparisons (recomputed here), findings its line; the lr study adds
+    each arm at the same multiples of its own lr, reusing its 1x run."""
+    import torch
+
+    folder, _ = report
+    runs = folder.parent
+    stdout = main_job(runs.parent, "--with-tuning-free")
+    assert stdout.count("had finished before: skipped") == 8
+    for arm, name, lr in (("schedulefree", "schedulefree_adamw", 0.0025), ("prodigy", "prodigy", 1.0)):
+        for seed in SEEDS:
+            assert run_json(folder, arm, seed)["variant"] == arm
+            state = torch.load(runs / f"{arm}-seed{seed}" / "checkpoints" / "checkpoint_last.pt",
+                               map_location="cpu", weights_only=False)
+            cfg = state["cfg"]
+            assert (cfg["optimizer"]["_name"], cfg["optimization"]["lr"], cfg["task"]["_name"]) == (
+                name, [lr], "translation")
+            assert cfg["optimization"]["max_update"] == 12 and cfg["model"]["encoder"]["layers"] == 1
+    table = json.loads((folder / "table1.json").read_text())
+    for subset in SUBSETS:
+        key = "bleu" if subset == "test" else "bleu_test_debian"
+        entry = table["subsets"][subset]
+        assert list(entry["rows"]) == VARIANTS + ["schedulefree", "prodigy"]
+        assert list(entry["vs_tuning_free"]) == [f"{g} - {a}" for a in ("schedulefree", "prodigy")
+                                                 for g in ("beta1", "alpha+beta1")]
+        for name, c in entry["vs_tuning_free"].items():
+            guided, arm = name.split(" - ")
+            deltas = [run_json(folder, guided, s)[key] - run_json(folder, arm, s)[key] for s in SEEDS]
+            assert [c["per_seed"][s]["delta"] for s in SEEDS] == pytest.approx(deltas)
+            assert c["delta"]["mean"] == pytest.approx(sum(deltas) / 2)
+    assert "| guided - tuning-free |" in (folder / "bleu_table.md").read_text()
+    beyond = [line for line in lines(folder / "findings.md") if line.startswith("**Beyond the paper**")]
+    c = table["subsets"]["test"]["vs_tuning_free"]["alpha+beta1 - prodigy"]["delta"]
+    assert len(beyond) == 1 and f"on `test` alpha+beta1 - prodigy = {c['mean']:+.2f} BLEU over 2 seed(s)" in beyond[0]
+
+    stdout = main_job(runs.parent, "--study", "lr-sensitivity", "--seeds", "1", "--lr-scales", "0.25,1",
+                      "--with-tuning-free")
+    assert "[main_job] study lr-sensitivity: 8 runs (" in stdout
+    study = json.loads((folder / "lr_sensitivity.json").read_text())
+    rows = {r["setting"]: r for r in study["rows"]}
+    assert rows["prodigy-lr0.25"]["values"]["lr"] == 0.25 and rows["schedulefree-lr0.0025"]["run"] == str(
+        runs / "schedulefree-seed1")
+    info = json.loads((runs.parent / "study_lr-sensitivity-tiny" / "schedulefree-lr0.000625-seed1" / "run.json")
+                      .read_text())
+    assert info["overrides"] == ["optimization.lr=[0.000625]"] and info["variant"] == "schedulefree"
+    assert "prodigy: lr 0.25" in claim_lines(folder)[5]

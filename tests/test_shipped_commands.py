@@ -27,7 +27,7 @@ def hydra_rows(stdout: str):
 
 
 def test_every_nmt_yaml_is_a_recipe_preset():
-    shipped = {p.stem for p in (REPO / "configs" / "nmt").glob("*.yaml")} - {"recipes"}
+    shipped = {p.stem for p in (REPO / "configs" / "nmt").glob("*.yaml")} - {"recipes", "tuning_free"}
     assert shipped == set(nmt.PRESETS)
 
 
@@ -45,6 +45,27 @@ def test_nmt_preset_command_takes_guided_updates(tiny_corpus, tmp_path, name):
     if preset.fp16:
         assert "loss_scale" in rows[-1]  # FP16Optimizer, with fairseq's default flat masters
         assert "fp16_no_flatten_grads" not in str(preset.config)
+
+
+@pytest.mark.parametrize("arm", sorted(nmt.TUNING_FREE))
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_tuning_free_arm_commands_train(tiny_corpus, tmp_path, name, arm):
+    """Each tuning-free arm of configs/nmt/tuning_free.yaml on the presets the study runs it
+    on (the gpu one with flat --fp16), as the recipe builds it: the package's optimizer at
+    its default lr with the stock translation task."""
+    cmd = nmt.train_command(tiny_corpus, tmp_path, arm, 1, nmt.PRESETS[name],
+                            overrides=[*SHRINK_HYDRA, "optimization.max_update=2", "common.log_interval=1",
+                                       "checkpoint.no_save=true"])
+    out = run(LAUNCH + ["fairseq-hydra-train"] + cmd[1:])
+    assert out.returncode == 0, out.stdout[-4000:]
+    rows = hydra_rows(out.stdout) or json_logs((tmp_path / "train.log").read_text().replace("{", " | train_inner | {", 1))
+    assert len(rows) == 2 and "guided_alpha" not in rows[-1], out.stdout[-2000:]
+    spec = nmt.TUNING_FREE[arm]  # fairseq prints the resolved config first
+    assert f"'optimizer': {{'_name': '{spec['optimizer']['_name']}'" in out.stdout
+    assert f"'lr_scheduler': {{'_name': '{spec['lr_scheduler']['_name']}'" in out.stdout
+    assert "'task': {'_name': 'translation'" in out.stdout and f"'lr': [{spec['lr']}]" in out.stdout
+    if nmt.PRESETS[name].fp16:
+        assert "loss_scale" in rows[-1]
 
 
 @pytest.mark.parametrize("device", sorted(benchmark.PRESETS))
