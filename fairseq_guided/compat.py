@@ -20,16 +20,21 @@ import collections
 import os
 import shutil
 
+import numpy
 import torch
 
 # What fairseq-train writes into a checkpoint besides tensors and builtins: the legacy
 # args Namespace (None in new checkpoints, present in old ones) and the ordered dicts of
 # fairseq's metrics state.
 FAIRSEQ_CHECKPOINT_GLOBALS = [argparse.Namespace, collections.OrderedDict]
+# With --eval-bleu, fairseq's translation task logs its n-gram counts as numpy arrays, which
+# the metrics state in the checkpoint keeps: numpy arrays and scalars of these dtypes.
+NUMPY_CHECKPOINT_GLOBALS = [numpy._core.multiarray._reconstruct, numpy._core.multiarray.scalar, numpy.ndarray,
+                            numpy.dtype, *(type(numpy.dtype(t)) for t in ("int64", "int32", "float64", "float32"))]
 
 
 def allow_fairseq_checkpoint_types() -> None:
-    torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS)
+    torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS + NUMPY_CHECKPOINT_GLOBALS)
 
 
 # -- atomic checkpoint copies ---------------------------------------------------------------

@@ -115,11 +115,12 @@ def tuning_free_overrides(preset: Preset, arm: str, set_lr=True) -> list:
     return out + ([f"optimization.lr=[{float(spec['lr'])!r}]"] if set_lr else [])
 
 
-def evaluate_command(data: Path, run_dir: Path, preset: Preset, subset: str = "test"):
+def evaluate_command(data: Path, run_dir: Path, preset: Preset, subset: str = "test",
+                     checkpoint: str = "checkpoint_last.pt"):
     src, tgt = language_pair(data)
     return [str(BIN / "fairseq-generate"), str(data), "--user-dir", str(REPO / "fairseq_guided"),
             "--source-lang", src, "--target-lang", tgt,
-            "--path", str(run_dir / "checkpoints" / "checkpoint_last.pt"), "--gen-subset", subset,
+            "--path", str(run_dir / "checkpoints" / checkpoint), "--gen-subset", subset,
             "--beam", "4", "--batch-size", str(preset.eval_batch_size), "--post-process", "sentencepiece",
             # with the default multiple of 8, fairseq-generate drops the last, partial batch:
             # the longest test sentences would go unscored
@@ -175,16 +176,17 @@ def bleu_key(subset: str) -> str:
     return "bleu" if subset == "test" else f"bleu_{subset}"
 
 
-def evaluate(data: Path, raw: Path, run_dir: Path, preset: Preset, echo=False, subset="test") -> float:
-    """Beam-4 BLEU of the run's last checkpoint on `subset` (sacrebleu against
-    raw/SUBSET.TGT); a score already in run.json is returned without decoding again."""
+def evaluate(data: Path, raw: Path, run_dir: Path, preset: Preset, echo=False, subset="test",
+             checkpoint="checkpoint_last.pt") -> float:
+    """Beam-4 BLEU of the run's `checkpoint` (its last by default) on `subset` (sacrebleu
+    against raw/SUBSET.TGT); a score already in run.json is returned without decoding again."""
     import sacrebleu
 
     key = bleu_key(subset)
     if key in run_info(run_dir):
         return run_info(run_dir)[key]
     src, tgt = language_pair(data)
-    cmd = evaluate_command(data, run_dir, preset, subset)
+    cmd = evaluate_command(data, run_dir, preset, subset, checkpoint)
     record_command(run_dir, f"evaluate on {subset} (hypotheses sorted by id, scored by sacrebleu against "
                    f"raw/{subset}.{tgt})", cmd)
     run_logged(cmd, run_dir / f"generate-{subset}.out", echo)

@@ -1,0 +1,168 @@
+"""The sweep of issue 13 on the tiny preset: a 2-trial TPE study of the base recipe through
+fairseq's hydra entry point (guided_recipes.hydra_objective) and hydra-optuna-sweeper with a
+SQLite storage, killed (SIGKILL of the whole sweep) while its second trial trains, then
+resumed with the same command (on the joblib launcher), then called a third time. Checked
+against the study itself, each trial's own record and fairseq's training log."""
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import ENV, REPO, json_logs
+
+from guided_recipes import sweep_study
+
+JOB_LOG = "hydra_objective.log"  # hydra's log of a job, named after the entry point
+
+
+def sweep(data, out, *extra):
+    return [sys.executable, str(REPO / "scripts" / "sweep.py"), "--preset", "tiny", "--rows", "base-bo",
+            "--trials", "2", "--startup-trials", "1", "--data", str(data), "--raw", str(data.parent),
+            "--out", str(out), "--quiet", *extra]
+
+
+def study_of(out):
+    return optuna.load_study(study_name="base-bo", storage=f"sqlite:///{out / 'optuna.db'}")
+
+
+def kill_during_second_trial(cmd, out, limit=240):
+    """Start the sweep in its own process group; SIGKILL the group once trial 0 is complete
+    in the study and trial 1's run has begun training."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + limit
+    try:
+        while time.time() < deadline:
+            assert proc.poll() is None, "the sweep ended before it was killed:\n" + proc.stdout.read()[-3000:]
+            second = out / "base-bo" / "trials" / "launch0" / "1" / JOB_LOG
+            if second.is_file() and "[train_inner]" in second.read_text():
+                states = [t.state for t in study_of(out).trials]
+                assert states == [TrialState.COMPLETE, TrialState.RUNNING], states
+                return
+            time.sleep(0.5)
+        pytest.fail("the second trial did not start training in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def saved_valid_bleu(run: Path) -> float:
+    """BLEU of the last validation in fairseq's log of a run (hydra's job log): on the tiny
+    preset the only validation at which fairseq saves a checkpoint, so the best it tracks."""
+    text = (run / JOB_LOG).read_text().replace("][valid][INFO] - ", " | valid | ")
+    return float(json_logs(text, tag="valid")[-1]["valid_bleu"])
+
+
+@pytest.fixture(scope="module")
+def resumed(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    kill_during_second_trial(sweep(tiny_corpus, out), out)
+    first = [t.value for t in study_of(out).trials]
+    t0 = time.time()
+    second = subprocess.run(sweep(tiny_corpus, out, "--parallel", "2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV)
+    assert second.returncode == 0, second.stdout[-4000:]
+    third = subprocess.run(sweep(tiny_corpus, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=ENV)
+    assert third.returncode == 0, third.stdout[-4000:]
+    return out, first, second.stdout, third.stdout, time.time() - t0
+
+
+def test_the_objective_reached_the_sweeper(resumed):
+    out, first, _, _, _ = resumed
+    records = sweep_study.records(out / "base-bo")
+    study = study_of(out)
+    assert first[0] is not None and first[1] is None  # trial 0 told before the kill; trial 1 was running
+    for trial in (t for t in study.trials if t.state == TrialState.COMPLETE):
+        rec = sweep_study.record_of(trial, records)
+        # the sweeper stored what fairseq's run found: its best validation BLEU, from its own log
+        assert trial.value == rec["objective"] == pytest.approx(saved_valid_bleu(Path(rec["run"])), abs=1e-3)
+        assert rec["metric"] == "bleu" and rec["maximize"] and rec["wall_seconds"] > 0
+        # the searched static values went into fairseq's config of that run
+        cfg = (Path(rec["run"]) / ".hydra" / "overrides.yaml").read_text()
+        assert f"static.lr={trial.params['static.lr']}" in cfg
+        assert rec["static"] == {"lr": trial.params["static.lr"], "beta1": trial.params["static.beta1"]}
+
+
+def test_the_sqlite_study_has_two_completed_trials_and_the_interrupted_one_failed(resumed):
+    out, _, second, _, _ = resumed
+    study = study_of(out)
+    states = [(t.number, t.state) for t in study.trials]
+    assert states == [(0, TrialState.COMPLETE), (1, TrialState.FAIL), (2, TrialState.COMPLETE)]
+    assert study.trials[1].user_attrs == {"interrupted": True}
+    assert "trial 1 was interrupted: marked failed, not counted" in second
+    assert "1 of 2 trials done; running 1" in second
+
+
+def test_the_resumed_sweep_repeated_no_finished_trial(resumed):
+    out, _, _, third, _ = resumed
+    study = study_of(out)
+    records = sweep_study.records(out / "base-bo")
+    # three runs started in all: trial 0, the killed trial 1 (no record), trial 2 (launch 1)
+    runs = sorted(p.relative_to(out / "base-bo" / "trials").as_posix()
+                  for p in (out / "base-bo" / "trials").glob("launch*/*") if p.is_dir())
+    assert runs == ["launch0/0", "launch0/1", "launch1/0"]
+    assert [r["run"].split("trials/")[1] for r in records] == ["launch0/0", "launch1/0"]
+    assert study.trials[0].params != study.trials[2].params  # TPE's seed moved on: no redrawn start-up point
+    # the third call found both trials done and ran nothing
+    assert "base-bo: all 2 trials done" in third and "running" not in third
+    assert not (out / "base-bo" / "trials" / "launch2").exists()
+    commands = (out / "base-bo" / "commands.sh").read_text()
+    assert commands.count("hydra/sweeper=optuna") == 2 and "hydra/launcher=joblib" in commands
+
+
+def test_table2_and_plot_are_computed_from_the_trials(resumed):
+    out, _, _, _, _ = resumed
+    report = json.loads((out / "report" / "table2.json").read_text())
+    records = {r["run"]: r for r in sweep_study.records(out / "base-bo")}
+    (row,) = report["rows"]
+    assert row["row"] == "base-bo" and row["completed"] == 2 and row["trials"] == 2
+    assert row["wall_seconds"] == pytest.approx(sum(r["wall_seconds"] for r in records.values()), abs=0.1)
+    best = max(records.values(), key=lambda r: r["objective"])
+    assert row["valid"] == best["objective"]
+    assert row["test_bleu"] == json.loads((Path(row["selected"]["run"]) / "run.json").read_text())["bleu"]
+    walls = [records[r]["wall_seconds"] for r in sorted(records)]  # trial 0, then trial 2
+    assert [p[0] for p in row["curve"]] == pytest.approx([walls[0], walls[0] + walls[1]], abs=0.1)
+    assert [p[1] for p in row["curve"]] == [records[sorted(records)[0]]["objective"], best["objective"]]
+    image = matplotlib.image.imread(out / "report" / "bo_vs_guided.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert "| base, static values by BO (TPE) | 2 of 2 |" in (out / "report" / "table2.md").read_text()
+
+
+def test_bad_flags_stop_before_training(tmp_path):
+    for flags, message in [(["--rows", "base,alpha"], "--rows: unknown"), (["--lr-range", "3,1"], "LOW < HIGH"),
+                           (["--beta1-range", "0.5,1.5"], "[0, 1)"), (["--trials", "0"], "--trials must be"),
+                           (["--hydra", "optimization.lr=[1]"], "only hydra's own settings")]:
+        out = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), *flags, "--out", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        assert out.returncode == 2 and message in out.stdout, out.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_interrupted_grid_point_is_run_again(tmp_path, caplog):
+    """GridSampler counts a failed trial's point as visited; a trial settled as interrupted
+    is not, so the resumed grid evaluates it rather than re-evaluating another."""
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    study = optuna.create_study(study_name="g", storage=storage, sampler=optuna.samplers.GridSampler({"x": [1.0]}))
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 2.0)
+    (tmp_path / "trials").mkdir()
+    assert sweep_study.settle_interrupted(study, tmp_path) == ["trial 0 was interrupted: marked failed, not counted"]
+    assert sweep_study.counted(study) == []
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING, logger="optuna"):
+            again = study.ask()
+            assert again.suggest_float("x", 0.0, 2.0) == 1.0
+    finally:
+        optuna.logging.disable_propagation()
+    assert "grid has been exhausted" not in caplog.text
