@@ -1,6 +1,11 @@
 """--guided-groups: parsing, assignment by parameter name, and the checkpoint check."""
 import pytest
+import torch
+from fairseq.optim import build_optimizer
+from omegaconf import OmegaConf
 
+import fairseq_guided  # noqa: F401 (registers the guided optimizers)
+from fairseq_guided import flat_masters
 from fairseq_guided.hypergrad.optimizers import check_same_grouping
 from fairseq_guided.param_groups import assign_groups, parse_groups, warnings_for
 
@@ -89,3 +94,60 @@ def test_a_checkpoint_with_another_grouping_is_refused():
     b["spec"] = a["spec"]
     with pytest.raises(ValueError, match="decoder.layer_norm.weight: x -> other"):
         check_same_grouping(a, b)
+
+
+class EncoderDecoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh())
+        self.decoder = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def registry_optimizer(model, groups, name="guided_lamb"):
+    """A guided optimizer built as fairseq-train builds it, after a guided task recorded
+    the model's layout."""
+    flat_masters.record_layout("model", model)
+    flat_masters.record_layout("criterion", torch.nn.Module())
+    cfg = OmegaConf.create({"_name": name, "lr": [0.01], "guided_hparams": "alpha,beta1",
+                            "guided_meta_lr": 0.01, "guided_groups": groups})
+    return build_optimizer(cfg, [p for p in model.parameters()])
+
+
+def test_the_fairseq_optimizer_groups_its_tensors_and_checkpoints_the_grouping():
+    model = EncoderDecoder()
+    optimizer = registry_optimizer(model, "encoder,decoder")
+    guided = optimizer.guided
+    assert guided.learned.groups == ["encoder", "decoder"] and guided.learned.shape == (2, 2)
+    assert [(g["learned_group"], [p.shape for p in g["params"]]) for g in guided.param_groups] == \
+        [(0, [(8, 6), (8,)]), (1, [(3, 8), (3,)])]
+    x = torch.randn(10, 6, generator=torch.Generator().manual_seed(1))
+    for _ in range(2):
+        optimizer.zero_grad()
+        (model(x) ** 2).mean().backward()
+        optimizer.step()
+        h = guided.hypergradient([torch.ones_like(p) for _, p in guided.stepped_params()])
+        guided.learned.meta_step(h)
+    assert h.shape == (2, 2) and (h[0] != h[1]).all()
+    state = optimizer.state_dict()
+    assert state["guided_grouping"]["assignment"]["decoder.weight"] == "decoder"
+    same = registry_optimizer(EncoderDecoder(), "encoder,decoder")
+    same.load_state_dict(state)
+    assert torch.equal(same.guided.learned.raw, guided.learned.raw)
+    other = registry_optimizer(EncoderDecoder(), "decoder")  # encoder.* now in 'other'
+    with pytest.raises(ValueError, match="trained with --guided-groups 'encoder,decoder'"):
+        other.load_state_dict(state)
+
+
+def test_tensors_the_task_did_not_name_are_refused():
+    model = EncoderDecoder()
+    flat_masters.record_layout("model", torch.nn.Linear(2, 2))  # another model's layout
+    cfg = OmegaConf.create({"_name": "guided_adam", "lr": [0.01], "guided_groups": "layer"})
+    with pytest.raises(ValueError, match="--guided-groups 'layer' needs the names of the 4 tensors"):
+        build_optimizer(cfg, list(model.parameters()))
+    with pytest.raises(ValueError, match="--guided-groups: bad regular expression|--guided-groups: group"):
+        build_optimizer(OmegaConf.create({"_name": "guided_adam", "lr": [0.01], "guided_groups": "a=("}),
+                        list(model.parameters()))
