@@ -8,7 +8,7 @@ from fairseq_guided.hypergrad.hyperparams import LearnedHyperParams, MetaAdamCon
 from fairseq_guided.hypergrad.optimizers import OPTIMIZERS
 from test_hypergrad_engine import (
     CASES, FIXED, SCHED_LR, UPDATE_PATHS, grads_at, loss_fn, make_problem, reference_guidance_loss,
-    rel_err,
+    rel_err, warmed_up,
 )
 
 GROUPS = ["first", "biases", "second"]
@@ -50,14 +50,7 @@ def guide_grads_in_step_order(optimizer, params, grads):
 
 def run_grouped_case(opt, names, foreach):
     """(G, K) engine hypergradient, and the same from autograd and finite differences."""
-    params, batches = make_problem(torch.float64)
-    optimizer = build_grouped(opt, names, params, foreach)
-    for batch in batches[:3]:
-        for p, g in zip(params, grads_at(params, batch)):
-            p.grad = g
-        optimizer.step()
-    for p, g in zip(params, grads_at(params, batches[3])):
-        p.grad = g
+    optimizer, params, batches = warmed_up(opt, names, torch.float64, foreach, builder=build_grouped)
     before = [p.detach().clone() for p in params]
     grads = [p.grad.clone() for p in params]
     states = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in optimizer.state[p].items()}
