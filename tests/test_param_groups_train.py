@@ -6,9 +6,12 @@ import math
 import sys
 
 import torch
+from fairseq import metrics
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
 from conftest import REPO, json_logs, kill_at_update, run, train_cmd
+from fairseq_guided.guidance import token_mean_nll
+from test_guidance_fast_path import build, guidance_grads
 from guided_recipes import plots
 from test_distributed import (  # noqa: F401 (the corpus fixture)
     FLAGS as DDP_FLAGS, corpus_with_two_guide_batches, matches_one_process, two_workers,
@@ -130,3 +133,31 @@ def test_two_workers_with_groups_match_one_process(corpus_with_two_guide_batches
     assert len(ddp) == 12 and all(float(r["guided_rank_drift"]) == 0.0 for r in ddp)
     matches_one_process(data, tmp_path / "single", flags, ddp, KEYS)
     assert len({float(ddp[-1][f"guided_beta1/{g}"]) for g in GROUPS}) == 3
+
+
+def test_streamed_per_group_hypergradient_equals_the_materialised_one(tiny_corpus):
+    """The meta step's hooks fold each guidance gradient into its group's rows: the logged
+    hgrad_NAME/GROUP equal the engine's (G, K) hypergradient from a materialised guidance
+    gradient, and each group's values are logged."""
+    task, model, fairseq_opt = build(tiny_corpus, ["--optimizer", "guided_lamb", "--guided-hparams", "alpha,beta1",
+                                                   "--guided-meta-lr", "0", "--guided-groups", "layer",
+                                                   "--guidance-max-tokens", "200"])
+    guided = fairseq_opt.guided
+    groups = guided.learned.groups
+    assert groups[:3] == ["embed", "encoder.layers.0", "decoder.layers.0"]
+    task.load_dataset("train")
+    batch = task.dataset("train").collater([task.dataset("train")[i] for i in range(24)])
+    for update in range(3):  # the third with its meta step, streamed
+        model.zero_grad()
+        token_mean_nll(model, batch, task.target_dictionary.pad())[0].backward()
+        with metrics.aggregate(new_root=True) as agg:
+            task.optimizer_step(fairseq_opt, model, update_num=1 if update < 2 else 0)
+    streamed = torch.stack([torch.stack([torch.as_tensor(agg[f"hgrad_{n}/{g}"].avg) for n in guided.learned.names])
+                            for g in groups]).to(torch.float64)
+    assert f"guided_beta1/{groups[1]}" in agg and "guided_beta1" not in agg
+
+    by_param = dict(zip(map(id, (p for p in model.parameters() if p.requires_grad)),
+                        guidance_grads(task, model, task.guidance.sample(model, 0, torch.device("cpu")))))
+    materialised = guided.hypergradient([by_param[id(p)] for _, p in guided.stepped_params()])
+    assert materialised.shape == (len(groups), 2) and torch.all(streamed != 0)
+    torch.testing.assert_close(streamed, materialised, rtol=1e-5, atol=1e-9)
