@@ -10,21 +10,32 @@ per parameter, whose .grad is the matching view of the buffer's gradient. fairse
 its single buffer (one copy in, one loss-scale multiply, one copy out) and the update
 sees whole tensors. Its state is per parameter, the same layout as under
 --fp16-no-flatten-grads.
+
+The names are recorded beside the shapes: --guided-groups assigns the tensors the
+optimizer is handed (in this same order) to groups by name.
 """
 from __future__ import annotations
 
 import torch
 
 _shapes = {"model": [], "criterion": []}
+_names = {"model": [], "criterion": []}
 
 
 def record_layout(part: str, module: torch.nn.Module) -> None:
-    """Remember the trainable parameter shapes of the model or the criterion just built."""
-    _shapes[part] = [p.shape for p in module.parameters() if p.requires_grad]
+    """Remember the trainable parameter shapes and names of the model or the criterion
+    just built (named_parameters() walks the same tensors as parameters(), in order)."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    _shapes[part] = [p.shape for _, p in named]
+    _names[part] = [n if part == "model" else f"{part}.{n}" for n, _ in named]
 
 
 def recorded_shapes() -> list:
     return _shapes["model"] + _shapes["criterion"]
+
+
+def recorded_names() -> list:
+    return _names["model"] + _names["criterion"]
 
 
 def split_flat_master(params: list):

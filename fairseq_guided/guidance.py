@@ -297,20 +297,23 @@ class GuidanceRunner:
             module.train(was_training)
             for p, g in zip(params, stashed_grads):
                 p.grad = g
-        k = len(guided.learned.names)
-        stats = torch.cat([rows.total() / scale, loss_sum.to(device=device, dtype=torch.float64).reshape(1),
-                           ntokens.to(device=device, dtype=torch.float64).reshape(1), guided.learned.raw])
+        # K values, or K x groups with --guided-groups: flat for the one reduction
+        k = guided.learned.raw.numel()
+        raw = guided.learned.raw.reshape(-1)
+        stats = torch.cat([rows.total().reshape(-1) / scale,
+                           loss_sum.to(device=device, dtype=torch.float64).reshape(1),
+                           ntokens.to(device=device, dtype=torch.float64).reshape(1), raw])
         world = dist_utils.get_data_parallel_world_size()
         if world > 1:
-            # linear in the guidance gradient: reduce K+2 scalars, not a gradient. The raw
+            # linear in the guidance gradient: reduce k+2 scalars, not a gradient. The raw
             # values ride along: their sum must be world x each rank's own, a free check
             # that no worker has drifted (as fairseq checks gradient norms).
             stats = dist_utils.all_reduce(stats, group=dist_utils.get_data_parallel_group())
-            drift = (stats[k + 2:] - world * guided.learned.raw).abs().max()
+            drift = (stats[k + 2:] - world * raw).abs().max()
             metrics.log_scalar("guided_rank_drift", drift, weight=0, priority=850)
         ntok = stats[k + 1].clamp(min=1)
         metrics.log_scalar("guide_loss", stats[k] / ntok / math.log(2), round=3, priority=810)
-        self._apply(guided, stats[:k] / ntok)
+        self._apply(guided, (stats[:k] / ntok).reshape(guided.learned.shape))
 
     @contextlib.contextmanager
     def _timed(self, name, model):
@@ -356,15 +359,24 @@ class GuidanceRunner:
         return torch.autocast("cuda", dtype=torch.float16, enabled=amp)
 
     def _apply(self, guided, hypergrad):
-        for name, h in zip(guided.learned.names, hypergrad):
-            metrics.log_scalar(f"hgrad_{name}", h, round=6, priority=830)
+        for key, h in _per_value(guided.learned, hypergrad):
+            metrics.log_scalar(f"hgrad_{key}", h, round=6, priority=830)
         guided.learned.meta_step(hypergrad)
         metrics.log_scalar("hgrad_nonfinite", guided.learned.nonfinite_count.sum(), weight=0, round=0,
                            priority=840)
 
     def _log_values(self, guided):
-        for name, value in zip(guided.learned.names, guided.learned.values()):
-            metrics.log_scalar(f"guided_{name}", value, weight=0, round=6, priority=820)
+        for key, value in _per_value(guided.learned, guided.learned.values()):
+            metrics.log_scalar(f"guided_{key}", value, weight=0, round=6, priority=820)
+
+
+def _per_value(learned, table):
+    """(log key, 0-d tensor) for a (K,) or (G, K) table: 'alpha', or 'alpha/encoder'
+    with --guided-groups. Device tensors: fairseq's meters read them at log time."""
+    if learned.groups is None:
+        return list(zip(learned.names, table))
+    return [(f"{name}/{group}", table[g, k]) for g, group in enumerate(learned.groups)
+            for k, name in enumerate(learned.names)]
 
 
 def _drop_grad(param):

@@ -24,17 +24,26 @@ FIGURES = {  # file: (log kind, field, y label, title)
 
 
 def curves(runs_dir: Path):
-    """{figure: {label: [(update, value)]}} for every run that logged that field."""
+    """{figure: {label: [(update, value)]}} for every run that logged that field; a run
+    with --guided-groups logs 'guided_alpha/GROUP' and gets one line per group."""
     out = {name: {} for name in FIGURES}
     for variant, seed, run in find_runs(runs_dir):
         log = run / "train.log"
         if not log.exists():
             continue
         for name, (kind, key, _, _) in FIGURES.items():
-            points = [(int(r["num_updates"]), float(r[key])) for r in log_rows(log, kind) if key in r]
-            if points:
-                out[name][f"{variant} seed {seed}"] = points
+            rows = log_rows(log, kind)
+            for field, label in fields(rows, key, f"{variant} seed {seed}"):
+                points = [(int(r["num_updates"]), float(r[field])) for r in rows if field in r]
+                if points:
+                    out[name][label] = points
     return out
+
+
+def fields(rows, key: str, label: str):
+    """[(field, line label)]: `key` itself, then each 'key/GROUP' in the order logged."""
+    groups = dict.fromkeys(f for r in rows for f in r if f.startswith(key + "/"))
+    return [(key, label)] + [(f, f"{label}: {f[len(key) + 1:]}") for f in groups]
 
 
 def plot(runs_dir: Path, out_dir: Path):

@@ -111,18 +111,24 @@ def test_foreach_update_equals_the_per_tensor_loop(tiny_corpus, optimizer, learn
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the GPU machine)")
 @pytest.mark.parametrize("optimizer", ["guided_adam", "guided_lamb", "guided_adafactor"])
-def test_no_host_sync_in_the_update_and_meta_step_on_cuda(optimizer):
+@pytest.mark.parametrize("grouped", [False, True], ids=["global", "two-groups"])
+def test_no_host_sync_in_the_update_and_meta_step_on_cuda(optimizer, grouped):
     """torch raises on any device-to-host synchronisation while the update, the
-    hypergradient dot products and the meta step run (after a first step builds state)."""
+    hypergradient dot products and the meta step run (after a first step builds state);
+    with per-group values too (--guided-groups)."""
     from fairseq_guided.hypergrad.hyperparams import LearnedHyperParams, MetaAdamConfig
     from fairseq_guided.hypergrad.optimizers import OPTIMIZERS
 
     torch.manual_seed(0)
     params = [torch.randn(s, device="cuda", requires_grad=True) for s in [(64, 32), (32,), (16, 64)]]
     learned = LearnedHyperParams(["alpha", "beta1"], {"alpha": 1.0, "beta1": 0.9},
-                                 {"alpha": 1.0, "beta1": 1.0}, MetaAdamConfig(lr=1e-3)).to("cuda")
+                                 {"alpha": 1.0, "beta1": 1.0}, MetaAdamConfig(lr=1e-3),
+                                 groups=["first", "last"] if grouped else None).to("cuda")
     extra = {"beta1": 0.9} if optimizer == "guided_adafactor" else {}
-    opt = OPTIMIZERS[optimizer.split("_")[1]](params, learned, lr=0.01, **extra)
+    # the groups keep the tensors' order, so grads[3] lines up with stepped_params()
+    param_groups = ([{"params": params[:2], "learned_group": 0}, {"params": params[2:], "learned_group": 1}]
+                    if grouped else params)
+    opt = OPTIMIZERS[optimizer.split("_")[1]](param_groups, learned, lr=0.01, **extra)
     grads = [[torch.randn_like(p) for p in params] for _ in range(4)]
     previous = torch.cuda.get_sync_debug_mode()
     for i, step_grads in enumerate(grads[:3]):

@@ -51,10 +51,10 @@ def build(opt, names, params, foreach=True):
     return OPTIMIZERS[opt](params, learned, lr=SCHED_LR, foreach=foreach, **fixed)
 
 
-def warmed_up(opt, names, dtype, foreach=True):
+def warmed_up(opt, names, dtype, foreach=True, builder=build):
     """Optimizer after 3 real steps, the next training gradient set on .grad."""
     params, batches = make_problem(dtype)
-    optimizer = build(opt, names, params, foreach)
+    optimizer = builder(opt, names, params, foreach)
     for batch in batches[:3]:
         for p, g in zip(params, grads_at(params, batch)):
             p.grad = g

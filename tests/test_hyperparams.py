@@ -111,3 +111,46 @@ def test_changed_steepness_on_resume_keeps_values_and_scales_the_meta_step():
     after.meta_step(h)
     ratio = (after.values() - start) / (before.values() - start)
     assert torch.allclose(ratio, torch.tensor([4.0, 0.25, 2.0], dtype=torch.float64), rtol=1e-3)
+
+
+def test_each_group_meta_steps_as_its_own_global_value():
+    """(G, K) values: every group's row moves exactly as a global LearnedHyperParams fed
+    that row's hypergradients, a non-finite entry skipping only its own value."""
+    names, init = ["alpha", "beta1"], {"alpha": 1.0, "beta1": 0.9}
+    steep, cfg = {"alpha": 2.0, "beta1": 0.5}, MetaAdamConfig(lr=1e-2, grad_clip=0.5)
+    grouped = LearnedHyperParams(names, init, steep, cfg, groups=["a", "b", "c"])
+    singles = [LearnedHyperParams(names, init, steep, cfg) for _ in range(3)]
+    gen = torch.Generator().manual_seed(3)
+    for step in range(6):
+        h = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+        if step == 2:
+            h[1, 0] = float("nan")
+        grouped.meta_step(h)
+        for g, single in enumerate(singles):
+            single.meta_step(h[g])
+    for g, single in enumerate(singles):
+        for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):
+            assert torch.equal(getattr(grouped, key)[g], getattr(single, key)), (g, key)
+        assert torch.equal(grouped.values()[g], single.values())
+    assert grouped.nonfinite_count.tolist() == [[0, 0], [1, 0], [0, 0]]
+    assert len({tuple(r) for r in grouped.raw.tolist()}) == 3  # the groups went apart
+
+
+def test_group_values_resume_and_a_different_grouping_is_refused():
+    cfg = MetaAdamConfig(lr=1e-2)
+    a = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg, groups=["enc", "dec"])
+    a.meta_step(torch.tensor([[1.0], [-2.0]], dtype=torch.float64))
+    b = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg, groups=["enc", "dec"])
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.raw, b.raw) and torch.equal(a.exp_avg_sq, b.exp_avg_sq)
+    assert a.value("alpha", 0) < 1.0 < a.value("alpha", 1)  # descent on +1 and -2
+    for groups, said in ((["enc", "dec", "other"], "one value per group"), (None, "one global value")):
+        c = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg, groups=groups)
+        with pytest.raises(ValueError, match=f"--guided-groups asks for {said}"):
+            c.load_state_dict(a.state_dict())
+    g = LearnedHyperParams(["alpha"], {"alpha": 1.0}, {"alpha": 1.0}, cfg)
+    assert "groups" not in g.state_dict()  # a global checkpoint keeps its old layout
+    with pytest.raises(ValueError, match="one global value each"):
+        a.load_state_dict(g.state_dict())
+    with pytest.raises(ValueError, match="give a group index"):
+        a.value("alpha")

@@ -7,6 +7,9 @@ steepness s (which acts as its own meta learning-rate multiplier):
     weight_decay    value = s * r, r projected to >= 0  (so 0 is a value it can start from
                                                          and still move away from)
 All state is a handful of device tensors of shape (K,), updated without host syncs.
+With parameter groups (`groups`, see `param_groups.py`) each name has one value per
+group, its own raw number and meta-Adam moments: the state is (G, K), every operation
+elementwise, so one group learns exactly as the global value does.
 """
 from __future__ import annotations
 
@@ -84,22 +87,23 @@ def raw_from_value(name: str, value: float, steepness: float) -> float:
 
 
 def values_and_slopes(raw: torch.Tensor, kinds: list[str], steepness: torch.Tensor):
-    """Activated values and d value / d raw, elementwise over the (K,) raw vector."""
+    """Activated values and d value / d raw, elementwise over the (K,) or (G, K) raw
+    values (the last axis is the name)."""
     z = raw * steepness
     exp_v = torch.exp(z)
     sig = torch.sigmoid(z)
     values, slopes = [], []
     for i, kind in enumerate(kinds):
         if kind == "exp":
-            values.append(exp_v[i])
-            slopes.append(steepness[i] * exp_v[i])
+            values.append(exp_v[..., i])
+            slopes.append(steepness[i] * exp_v[..., i])
         elif kind == "sigmoid":
-            values.append(BETA_SCALE * sig[i])
-            slopes.append(BETA_SCALE * steepness[i] * sig[i] * (1 - sig[i]))
+            values.append(BETA_SCALE * sig[..., i])
+            slopes.append(BETA_SCALE * steepness[i] * sig[..., i] * (1 - sig[..., i]))
         else:
-            values.append(z[i])
-            slopes.append(steepness[i])
-    return torch.stack(values), torch.stack(slopes)
+            values.append(z[..., i])
+            slopes.append(steepness[i].expand_as(z[..., i]))
+    return torch.stack(values, dim=-1), torch.stack(slopes, dim=-1)
 
 
 @dataclass
@@ -112,13 +116,21 @@ class MetaAdamConfig:
 
 
 class LearnedHyperParams:
-    """The learned values, their raw form, and one Adam meta-optimizer per value."""
+    """The learned values, their raw form, and one Adam meta-optimizer per value.
 
-    def __init__(self, names, initial_values, steepness, meta: MetaAdamConfig, device=None):
+    `groups`: None for one global value per name (shape (K,)), or the names of the
+    parameter groups, each with its own value of every name (shape (G, K)).
+    """
+
+    def __init__(self, names, initial_values, steepness, meta: MetaAdamConfig, device=None,
+                 groups=None):
         self.names = list(names)
+        self.groups = None if groups is None else list(groups)
+        if self.groups is not None and not self.groups:
+            raise ValueError("groups: name at least one parameter group (or None for global values)")
         self.kinds = [PARAMETERISATION[n] for n in self.names]
         self.meta = meta
-        k = len(self.names)
+        shape = (len(self.names),) if self.groups is None else (len(self.groups), len(self.names))
         dev = device or torch.device("cpu")
         f64 = dict(dtype=torch.float64, device=dev)
         # float64 for the few scalars: a 3e-5 meta step on a float32 raw value near
@@ -127,11 +139,11 @@ class LearnedHyperParams:
         self.raw = torch.tensor(
             [raw_from_value(n, float(initial_values[n]), float(steepness[n])) for n in self.names],
             **f64,
-        )
-        self.exp_avg = torch.zeros(k, **f64)
-        self.exp_avg_sq = torch.zeros(k, **f64)
-        self.steps = torch.zeros(k, **f64)  # per value: a skipped (non-finite) step does not count
-        self.nonfinite_count = torch.zeros(k, **f64)
+        ).expand(shape).clone()
+        self.exp_avg = torch.zeros(shape, **f64)
+        self.exp_avg_sq = torch.zeros(shape, **f64)
+        self.steps = torch.zeros(shape, **f64)  # per value: a skipped (non-finite) step does not count
+        self.nonfinite_count = torch.zeros(shape, **f64)
         self._nonneg = torch.tensor([kind == "nonneg_linear" for kind in self.kinds], device=dev)
         self._refresh()
 
@@ -145,12 +157,33 @@ class LearnedHyperParams:
     def device(self):
         return self.raw.device
 
+    @property
+    def shape(self) -> tuple:
+        """(K,), or (G, K) with groups: the shape of a hypergradient."""
+        return tuple(self.raw.shape)
+
     def values(self) -> torch.Tensor:
-        """(K,) float64 tensor of the activated values, on the device."""
+        """(K,) or (G, K) float64 tensor of the activated values, on the device."""
         return self._values
 
-    def value(self, name: str) -> torch.Tensor:
-        return self._values[self.names.index(name)]
+    def value(self, name: str, group: int | None = None) -> torch.Tensor:
+        """0-d value of `name` (of parameter group `group` when there are groups)."""
+        if (group is None) != (self.groups is None):
+            raise ValueError(f"value({name!r}): give a group index exactly when the values are "
+                             f"per group (groups: {self.groups})")
+        i = self.names.index(name)
+        return self._values[i] if group is None else self._values[group, i]
+
+    def set_value(self, name: str, value: float, group: int | None = None) -> None:
+        """Set one activated value (its meta-Adam state stays)."""
+        check_initial_value(name, value, "set_value")
+        i = self.names.index(name)
+        raw = raw_from_value(name, value, float(self.steepness[i]))
+        if group is None:
+            self.raw[..., i] = raw
+        else:
+            self.raw[group, i] = raw
+        self._refresh()
 
     def to(self, device):
         for key in ("steepness", "raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count", "_nonneg"):
@@ -188,7 +221,10 @@ class LearnedHyperParams:
         self._refresh()
 
     def state_dict(self) -> dict:
+        # global values keep the layout of checkpoints written before groups existed
+        grouped = {} if self.groups is None else {"groups": list(self.groups)}
         return {
+            **grouped,
             "names": list(self.names),
             "raw": self.raw.cpu(),
             "exp_avg": self.exp_avg.cpu(),
@@ -203,6 +239,14 @@ class LearnedHyperParams:
             raise ValueError(
                 f"checkpoint learns hyper-parameters {state['names']} but --guided-hparams asks "
                 f"for {self.names}; use the same list, or --reset-optimizer to start them afresh"
+            )
+        if state.get("groups") != self.groups:
+            def said(groups):
+                return "one global value each" if groups is None else f"one value per group {groups}"
+            raise ValueError(
+                f"checkpoint learns {said(state.get('groups'))} but --guided-groups asks for "
+                f"{said(self.groups)}; resume with the checkpoint's --guided-groups, or "
+                f"--reset-optimizer to start the values afresh"
             )
         dev = self.device
         for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):

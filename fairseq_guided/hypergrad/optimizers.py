@@ -4,6 +4,11 @@
 Pure torch. The fairseq wrappers in `fairseq_guided.optim` only translate configs.
 `alpha` multiplies each group's scheduled lr; the other learned names replace the
 group's fixed value. The meta step is the caller's (see `LearnedHyperParams.meta_step`).
+
+Per-group values (`LearnedHyperParams(groups=...)`): every torch param group carries
+`learned_group`, the index of the values its tensors use. A tensor's dot products then
+combine with its own group's values and add into that group's row of the (G, K)
+hypergradient: the same passes as one global value, only the final sums are split.
 """
 from __future__ import annotations
 
@@ -38,23 +43,44 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         if unknown:
             raise ValueError(f"{type(self).__name__} cannot learn {unknown}; it can learn {self.learnable()}")
         self.learned = learned
+        self._check_learned_groups()
+        # which parameter is in which learned group, by name (a dict the fairseq shell sets
+        # with --guided-groups): checkpointed, and a resume must rebuild the same
+        self.grouping_record = None
         # Train-batch guidance differentiates the previous update when the next gradient
         # arrives, so the gradient that update used must be kept.
         self.keep_step_grad = keep_step_grad
         self.last_step_lrs = [g["lr"] for g in self.param_groups]
         self.step_count = 0  # lets a caller see that a wrapper (AMP) skipped the step
 
+    def _check_learned_groups(self):
+        """Per-group values need every param group to name its values, and global ones none."""
+        tags = [g.get("learned_group") for g in self.param_groups]
+        if self.learned.groups is None:
+            if any(t is not None for t in tags):
+                raise ValueError("param groups name learned groups, but the learned values are global")
+            return
+        count = len(self.learned.groups)
+        if not all(isinstance(t, int) and 0 <= t < count for t in tags):
+            raise ValueError(f"with {count} learned groups every param group needs "
+                             f"learned_group in 0..{count - 1}; got {tags}")
+
     # -- hyper-parameter values -------------------------------------------------------
-    def alpha(self):
-        return self.learned.value("alpha") if "alpha" in self.learned.names else 1.0
+    def alpha(self, group=None):
+        """alpha for a param group (the first by default), or 1.0 when it is not learned."""
+        if "alpha" not in self.learned.names:
+            return 1.0
+        group = self.param_groups[0] if group is None else group
+        return self.learned.value("alpha", group.get("learned_group"))
 
     def hparams(self, group, dtype, lr=None):
         """The values the update uses for one group: learned ones as 0-d tensors."""
         hp = {name: group[name] for name in self.FIXED_HPARAMS}
+        learned_group = group.get("learned_group")  # None: global values
         for name in self.learned.names:
             if name != "alpha":
-                hp[name] = self.learned.value(name).to(dtype)
-        alpha = self.alpha()
+                hp[name] = self.learned.value(name, learned_group).to(dtype)
+        alpha = self.alpha(group)
         if isinstance(alpha, torch.Tensor):
             alpha = alpha.to(dtype)
         hp["lr"] = (group["lr"] if lr is None else lr) * alpha
@@ -63,6 +89,12 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
     def effective_lr(self):
         """alpha x scheduled lr of the first group (a device tensor when alpha is learned)."""
         return self.param_groups[0]["lr"] * self.alpha()
+
+    def effective_lrs(self):
+        """{learned group index: alpha x scheduled lr} for the param groups that learn per
+        group (empty with global values)."""
+        return {g["learned_group"]: g["lr"] * self.alpha(g) for g in self.param_groups
+                if g.get("learned_group") is not None}
 
     # -- the update -------------------------------------------------------------------
     @torch.no_grad()
@@ -190,12 +222,15 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         out = super().state_dict()
         out["guided_hyper"] = self.learned.state_dict()
         out["guided_last_step_lrs"] = list(self.last_step_lrs)
+        if self.grouping_record is not None:
+            out["guided_grouping"] = self.grouping_record
         return out
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
         hyper = state_dict.pop("guided_hyper", None)
         last_lrs = state_dict.pop("guided_last_step_lrs", None)
+        check_same_grouping(state_dict.pop("guided_grouping", None), self.grouping_record)
         super().load_state_dict(state_dict)
         if hyper is not None:
             self.learned.load_state_dict(hyper)
@@ -337,12 +372,42 @@ class HypergradientRows:
         self.rows.setdefault(key, []).append(row)
 
     def total(self):
-        """(K,) float64 d L_guide / d value on the learned values' device."""
+        """(K,) float64 d L_guide / d value on the learned values' device; (G, K) with
+        per-group values, each key's sum going to its param group's learned group."""
         learned = self.optimizer.learned
-        total = torch.zeros(len(learned.names), dtype=torch.float64, device=learned.device)
+        total = torch.zeros(learned.shape, dtype=torch.float64, device=learned.device)
+        if learned.groups is not None:
+            groups = self.optimizer.param_groups
+            for key, rows in self.rows.items():
+                learned_group = groups[key[0]]["learned_group"]
+                part = self.optimizer.combine_rows(key, torch.stack(rows)).to(total.device)
+                total[learned_group] = total[learned_group] + part
+            return total
         for key, rows in self.rows.items():
             total = total + self.optimizer.combine_rows(key, torch.stack(rows)).to(total.device)
         return total
+
+
+def check_same_grouping(saved, current):
+    """Refuse a checkpoint whose parameters were grouped otherwise (before torch's own
+    param-group check, whose message would not say why)."""
+    if saved == current:
+        return
+    def said(record):
+        return "--guided-groups global" if record is None else \
+            f"--guided-groups {record['spec']!r} (groups {', '.join(record['groups'])})"
+    why = ""
+    if saved is not None and current is not None and saved["groups"] == current["groups"]:
+        moved = [n for n in current["assignment"] if saved["assignment"].get(n) != current["assignment"][n]]
+        gone = [n for n in saved["assignment"] if n not in current["assignment"]]
+        example = (moved or gone)[0] if moved or gone else None
+        if example is not None:
+            why = (f"; the same groups now hold other parameters ({len(moved) + len(gone)} differ, "
+                   f"e.g. {example}: {saved['assignment'].get(example)} -> "
+                   f"{current['assignment'].get(example)})")
+    raise ValueError(f"the checkpoint was trained with {said(saved)} but this run has "
+                     f"{said(current)}{why}; resume with the checkpoint's --guided-groups, or pass "
+                     f"--reset-optimizer to start the optimizer and the learned values afresh")
 
 
 def _advance_steps(states):

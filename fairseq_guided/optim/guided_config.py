@@ -46,6 +46,17 @@ class GuidedHyperConfig(FairseqDataclass):
                               "multiplies that value's effective meta learning rate (changing it on "
                               "resume keeps the learned values); > 0"}
     )
+    guided_groups: str = field(
+        default="global", metadata={"help": "which parameters share a learned value: global (one "
+                                    "value of each name); embed,encoder,decoder (module prefixes, "
+                                    "first match wins: embed takes encoder.embed_tokens.weight); "
+                                    "layer (one group per transformer layer, plus embed and output); "
+                                    "or NAME=REGEX;NAME=REGEX on parameter names. Parameters no "
+                                    "group takes share a group 'other'. Each group's values have "
+                                    "their own hypergradient and meta-Adam state (logged as "
+                                    "guided_alpha/GROUP); the grouping is checkpointed and must "
+                                    "match on resume"}
+    )
     guided_per_tensor_loop: bool = field(
         default=False, metadata={"help": "update each parameter tensor with its own kernels, as "
                                  "fairseq's own adam does, instead of one foreach kernel per "
@@ -65,8 +76,9 @@ def _parse_betas(text: str) -> tuple[float, float]:
 
 
 def build_learned(cfg, learnable: tuple[str, ...], initial_values: dict[str, float | None],
-                  optimizer_name: str) -> LearnedHyperParams:
-    """Validate the shared flags against one optimizer and build its learned values."""
+                  optimizer_name: str, groups=None) -> LearnedHyperParams:
+    """Validate the shared flags against one optimizer and build its learned values (one
+    per name, or one per name and group of `groups`)."""
     names = parse_name_list(cfg.guided_hparams, learnable, f"--guided-hparams (for {optimizer_name})")
     if not (cfg.guided_meta_lr >= 0 and math.isfinite(cfg.guided_meta_lr)):
         raise ValueError(f"--guided-meta-lr must be a finite number >= 0; got {cfg.guided_meta_lr}")
@@ -92,4 +104,4 @@ def build_learned(cfg, learnable: tuple[str, ...], initial_values: dict[str, flo
         check_initial_value(name, float(init[name]), flag)
     meta = MetaAdamConfig(lr=cfg.guided_meta_lr, beta1=beta1, beta2=beta2, eps=cfg.guided_meta_eps,
                           grad_clip=cfg.guided_meta_clip)
-    return LearnedHyperParams(names, {n: float(init[n]) for n in names}, steepness, meta)
+    return LearnedHyperParams(names, {n: float(init[n]) for n in names}, steepness, meta, groups=groups)
