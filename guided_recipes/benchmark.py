@@ -196,6 +196,9 @@ def render(args, results):
 
 def targets(results, overheads, in_run, memory_ratios):
     """The issue's four targets (set for the GPU, fp16) checked on what this run measured."""
+    if not in_run:  # e.g. --configs 'schedulefree|prodigy': the targets are about learning runs
+        return ["| target | measured | |", "|---|---|---|",
+                "| the four targets (all about runs that learn) | not measured in this run | |"]
     plain = results["plain adam"]["update_s"]
     guided = [n for n in overheads if not n.startswith("plain adam")]
     worst_overhead = max(in_run, key=overheads.get)
