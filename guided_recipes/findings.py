@@ -48,6 +48,13 @@ def noise(c, pooled_p=None) -> str:
             "exceeds seed noise (the interval excludes 0)") + tail
 
 
+def paired(subset, label, c, detail, higher) -> str:
+    """One sentence on a paired comparison of tables.compare: 'on `test` A - B = ... BLEU'."""
+    return (f"on `{subset}` {label} = {c['delta']['mean']:+.2f} BLEU over {c['delta']['n']} seed(s)"
+            f"{',' if detail[0] != '(' else ''} {detail}: {higher if c['delta']['mean'] > 0 else 'not ' + higher}, "
+            + noise(c["delta"], c["pooled"]["p"]))
+
+
 def claim1(table1):
     if not table1:
         return None
@@ -57,10 +64,7 @@ def claim1(table1):
         if not c:
             continue
         per_seed = ", ".join(f"seed {s} {v['delta']:+.2f} (p {v['p']:.3f})" for s, v in c["per_seed"].items())
-        parts.append(f"on `{subset}` beta1 - base = {c['delta']['mean']:+.2f} BLEU over {c['delta']['n']} "
-                     f"seed(s), {_ci(c['delta'])} ({per_seed}): "
-                     f"{'higher' if c['delta']['mean'] > 0 else 'not higher'}, "
-                     + noise(c["delta"], c["pooled"]["p"]))
+        parts.append(paired(subset, "beta1 - base", c, f"{_ci(c['delta'])} ({per_seed})", "higher"))
     return "; ".join(parts) if parts else None
 
 
@@ -144,10 +148,7 @@ def tuning_free(table1):
             sd = {v: entry["rows"][v]["sd"] for v in (guided, arm)}
             spread = ", ".join(f"{v} mean {entry['rows'][v]['mean']:.2f}"
                                + (f" sd {s:.2f}" if s is not None else "") for v, s in sd.items())
-            parts.append(f"on `{subset}` {guided} - {arm} = {c['delta']['mean']:+.2f} BLEU over "
-                         f"{c['delta']['n']} seed(s) ({spread}), {_ci(c['delta'])}: "
-                         f"{'guided higher' if c['delta']['mean'] > 0 else 'guided not higher'}, "
-                         + noise(c["delta"], c["pooled"]["p"]))
+            parts.append(paired(subset, name, c, f"({spread}), {_ci(c['delta'])}", "higher"))
     return "; ".join(parts) if parts else None
 
 
