@@ -10,6 +10,7 @@ five claims), the exact commands.
     python scripts/main_job.py --study schedules        # Figures 1 and 2 (learned curves)
     python scripts/main_job.py --study lr-sensitivity   # base vs alpha+beta1 at 1/4x, 1x, 4x lr
     python scripts/main_job.py --with-tuning-free       # + schedule-free AdamW and Prodigy arms
+    python scripts/main_job.py --study groups           # alpha+beta1 per parameter group vs global
 
 Each study trains into runs/study_NAME-PRESET (beside the main job's runs folder) and
 writes its tables and plots into the main job's report folder, then rewrites findings.md.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from . import findings, nmt as nmt_recipe, plots as plot_schedules, studies, study_plots
 from . import tables as compare_table
-from .runlogs import learned_curve
+from .runlogs import learned_curve, learned_curves
 
 REPO = nmt_recipe.REPO
 
@@ -66,6 +67,9 @@ def parse_args():
     parser.add_argument("--no-prepare", action="store_true",
                         help="use the corpus already prepared in --data-dir as it is (a machine without "
                              "Debian's archive, e.g. the GPU machine with the corpus carried over)")
+    parser.add_argument("--guided-groups", default="embed,encoder,decoder",
+                        help="--study groups: the grouping its grouped runs learn with (fairseq_guided's "
+                             "--guided-groups: module prefixes, 'layer', or NAME=REGEX;...)")
     grid = parser.add_argument_group("study grids (sizes; defaults are the paper's settings at this scale)")
     for name, default in studies.DEFAULTS.items():
         grid.add_argument("--" + name.replace("_", "-"), type=floats, default=default,
@@ -75,7 +79,7 @@ def parse_args():
 
 def commands(preset: str) -> dict:
     base = f"python scripts/main_job.py --preset {preset}"
-    return {"main": base, "schedules": f"{base} --study schedules", "lr-sensitivity": f"{base} --study lr-sensitivity"}
+    return {"main": base, **{study: f"{base} --study {study}" for study in studies.STUDIES}}
 
 
 def evaluate_all(preset, plan, data, raw, first_stage, stages, subsets, times):
@@ -152,6 +156,10 @@ def table1_job(args, preset, seeds, data, raw, runs, report, prepare_cmd, times,
 def study_rows(study, plan):
     rows = studies.results(study, [(s, seed, run) for s, seed, run in plan])
     for row, (setting, _, run) in zip(rows, plan):
+        if setting.figure == "groups":  # every learned value: 'guided_alpha' or 'guided_alpha/GROUP'
+            row["curves"] = learned_curves(run, "guided_")
+            row["final"] = {k: v[-1][1] for k, v in row["curves"].items()} or None
+            continue
         key = {"fig1": "guided_alpha", "fig2": "guided_beta1"}.get(setting.figure)
         curve = learned_curve(run, key) if key else []
         start = {"fig1": 1.0, "fig2": setting.values.get("beta1_init")}.get(setting.figure)
@@ -164,6 +172,8 @@ def study_rows(study, plan):
 def study_plan(args, preset, seeds, runs):
     """[(setting, seed, run folder)] of the study, and the folder of its own runs."""
     options = {k: getattr(args, k) for k in studies.DEFAULTS}
+    if args.study == "groups":
+        options = {"guided_groups": args.guided_groups}
     study_runs = runs.parent / f"study_{args.study}-{args.preset}"
     return [(s, seed, studies.run_folder(study_runs, s, seed, runs))
             for s in studies.settings(args.study, preset, options, args.with_tuning_free) for seed in seeds], \
@@ -171,7 +181,22 @@ def study_plan(args, preset, seeds, runs):
 
 
 def _value(x, fmt):
+    if isinstance(x, dict):  # per-group finals
+        return ", ".join(f"{k[len('guided_'):]} {v:{fmt}}" for k, v in x.items())
     return "-" if x is None else format(x, fmt)
+
+
+def versus_global(plan, raw, tgt) -> dict:
+    """The groups study's paired test: grouped minus global alpha+beta1, seed by seed
+    (tables.compare: per-seed deltas, their t interval, pooled paired bootstrap)."""
+    by = {}
+    for setting, seed, run in plan:
+        bleu = nmt_recipe.run_info(run).get("bleu")
+        if bleu is not None:
+            by.setdefault(setting.values["groups"], {})[seed] = (bleu, run)
+    glob = by.pop("global", {})
+    return {f"{spec} - global": compare_table.compare(glob, runs, raw, "test", tgt)
+            for spec, runs in by.items() if set(runs) & set(glob)}
 
 
 def study_job(args, preset, seeds, data, raw, runs, report, times):
@@ -190,15 +215,18 @@ def study_job(args, preset, seeds, data, raw, runs, report, times):
     report.mkdir(parents=True, exist_ok=True)
     rows = study_rows(args.study, plan)
     name = args.study.replace("-", "_")
+    extra = ({"vs_global": versus_global(plan, raw, nmt_recipe.language_pair(data)[1])}
+             if args.study == "groups" else {})
     (report / f"{name}.json").write_text(json.dumps({"preset": args.preset, "seeds": seeds, "options": options,
-                                                     "rows": rows}, indent=1))
+                                                     "rows": rows, **extra}, indent=1))
     table = ["| setting | seed | learned value at the end | BLEU (test) | run |", "|---|---|---|---|---|"]
     table += [f"| {r['setting']} | {r['seed']} | {_value(r['final'], '.4g')} | {_value(r['bleu'], '.2f')} | "
               f"{r['run']} |" for r in rows]
     (report / f"{name}.md").write_text("\n".join(table) + "\n")
     (report / f"commands_{name}.sh").write_text("\n".join(
         (run / "commands.sh").read_text() for _, _, run in plan if (run / "commands.sh").is_file()))
-    plot = study_plots.schedules if args.study == "schedules" else study_plots.lr_sensitivity
+    plot = {"schedules": study_plots.schedules, "lr-sensitivity": study_plots.lr_sensitivity,
+            "groups": study_plots.groups}[args.study]
     return [report / f"{name}.md", report / f"{name}.json", *plot(rows, report)]
 
 

@@ -38,3 +38,15 @@ def learned_curve(run_dir: Path, key: str):
     if not log.exists():
         return []
     return [(int(r["num_updates"]), float(r[key])) for r in log_rows(log, "train_inner") if key in r]
+
+
+def learned_curves(run_dir: Path, prefix: str) -> dict:
+    """{field: [(update, value)]} of every logged field starting with `prefix` (e.g.
+    'guided_' gives 'guided_alpha', or 'guided_alpha/encoder' ... with --guided-groups)."""
+    log = Path(run_dir) / "train.log"
+    out = {}
+    for row in log_rows(log, "train_inner") if log.exists() else []:
+        for key, value in row.items():
+            if key.startswith(prefix):
+                out.setdefault(key, []).append((int(row["num_updates"]), float(value)))
+    return out

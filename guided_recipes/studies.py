@@ -11,6 +11,10 @@ seed, named by the setting's values; a finished run is skipped.
                    --with-tuning-free, each tuning-free arm at the same multiples of its
                    own lr). The 1x runs are the main job's own (same config and seed) when
                    it has trained them.
+  groups           beyond the paper: alpha+beta1 with one value per parameter group
+                   (--guided-groups, default embed,encoder,decoder) against the same
+                   variant's global values, the preset's seeds; the global runs are the
+                   main job's own when it has trained them.
 """
 import json
 from dataclasses import dataclass, field
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from . import nmt
 
-STUDIES = ("schedules", "lr-sensitivity")
+STUDIES = ("schedules", "lr-sensitivity", "groups")
 BUDGET_MINUTES = 90  # a study must fit a session beside the main job (issue 12)
 DEFAULTS = {"beta1_inits": (0.5, 0.9, 0.99), "beta1_meta_lr_scales": (1.0, 3.0),
             "alpha_meta_lr_scales": (0.3, 1.0, 3.0), "lr_scales": (0.25, 1.0, 4.0)}
@@ -72,7 +76,19 @@ def lr_sensitivity(preset, lr_scales, tuning_free=False):
             for scale in lr_scales for variant, lr in lrs.items()]
 
 
+def groups(preset, spec: str):
+    """The global alpha+beta1 and the same with `--guided-groups spec`, paired by seed."""
+    slug = "".join(c if c.isalnum() else "_" for c in spec)
+    add = "" if "guided_groups" in preset.config["optimizer"] else "+"  # hydra: '+' adds a key the yaml lacks
+    return [Setting("alpha+beta1", "groups", "alpha+beta1", {"groups": "global"}),
+            # escaped: a bare comma is a hydra sweep
+            Setting(f"alpha+beta1-groups_{slug}", "groups", "alpha+beta1", {"groups": spec},
+                    (f"{add}optimizer.guided_groups=" + spec.replace(",", "\\,"),))]
+
+
 def settings(study, preset, options, tuning_free=False) -> list:
+    if study == "groups":
+        return groups(preset, options["guided_groups"])
     if study == "schedules":
         return schedules(preset, options["beta1_inits"], options["beta1_meta_lr_scales"],
                          options["alpha_meta_lr_scales"])

@@ -76,3 +76,36 @@ def lr_sensitivity(rows, out: Path) -> list:
     ax.set_title("lr sensitivity")
     ax.legend()
     return [_save(fig, out / "lr_sensitivity.png")]
+
+
+def groups(rows, out: Path) -> list:
+    """groups.png: learned alpha and beta1 against the update, a panel each; a colour per
+    parameter group (solid, one line per seed) and the global run's value (black, dashed);
+    study_curves_groups.csv holds every plotted point."""
+    curved = [r for r in rows if r.get("curves")]
+    if not curved:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colour, labelled = {}, set()  # a group keeps its colour in both panels; one legend entry each
+    with open(out / "study_curves_groups.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["setting", "seed", "field", "update", "value"])
+        for r in curved:
+            for field, points in r["curves"].items():
+                writer.writerows([r["setting"], r["seed"], field, u, v] for u, v in points)
+                name, _, group = field[len("guided_"):].partition("/")
+                if name not in ("alpha", "beta1"):
+                    continue
+                ax = axes[0] if name == "alpha" else axes[1]
+                group = group or "global"
+                style = {"color": "k", "ls": "--"} if group == "global" else {
+                    "color": colour.setdefault(group, f"C{len(colour)}")}
+                label = None if (name, group) in labelled else group
+                labelled.add((name, group))
+                ax.plot(*zip(*points), lw=1, label=label, **style)
+    for ax, name in zip(axes, ("alpha (lr scale)", "beta1")):
+        ax.set_xlabel("update")
+        ax.set_ylabel(name)
+        ax.set_title(f"learned {name.split()[0]} per group (one line per seed)")
+        ax.legend(fontsize=7)
+    return [_save(fig, out / "groups.png")]

@@ -313,3 +313,41 @@ def test_tuning_free_arms_extend_table1_and_the_lr_study(report):
                       .read_text())
     assert info["overrides"] == ["optimization.lr=[0.000625]"] and info["variant"] == "schedulefree"
     assert "prodigy: lr 0.25" in claim_lines(folder)[5]
+
+
+def test_groups_study_pairs_grouped_with_the_main_jobs_global_runs(report):
+    """--study groups (issue 14) as documented, on the finished main job: only the grouped
+    alpha+beta1 runs train (embed,encoder,decoder), the global ones are the main job's; each
+    group's alpha and beta1 are logged and plotted; the grouped-minus-global comparison is
+    recomputed here from the runs' scores; findings gains its line."""
+    folder, _ = report
+    runs = folder.parent
+    stdout = main_job(runs.parent, "--study", "groups")
+    assert "[main_job] study groups: 4 runs (2 to train, 2 to score)" in stdout
+    study = json.loads((folder / "groups.json").read_text())
+    assert [(r["setting"], r["seed"]) for r in study["rows"]] == [
+        ("alpha+beta1", 1), ("alpha+beta1", 2), ("alpha+beta1-groups_embed_encoder_decoder", 1),
+        ("alpha+beta1-groups_embed_encoder_decoder", 2)]
+    grouped_runs = runs.parent / "study_groups-tiny"
+    for seed in (1, 2):
+        info = json.loads((grouped_runs / f"alpha+beta1-groups_embed_encoder_decoder-seed{seed}" / "run.json")
+                          .read_text())
+        assert info["overrides"] == ["+optimizer.guided_groups=embed\\,encoder\\,decoder"]
+        assert info["variant"] == "alpha+beta1" and math.isfinite(info["bleu"])
+    rows = study["rows"]
+    assert rows[0]["run"] == str(runs / "alpha+beta1-seed1")
+    assert set(rows[0]["final"]) == {"guided_alpha", "guided_beta1"}
+    # every prefix matched something in this model: no 'other' group
+    assert set(rows[2]["final"]) == {f"guided_{k}/{g}" for k in ("alpha", "beta1")
+                                     for g in ("embed", "encoder", "decoder")}
+    assert len({round(v, 6) for k, v in rows[2]["final"].items() if "alpha" in k}) > 1  # groups moved apart
+    c = study["vs_global"]["embed,encoder,decoder - global"]
+    deltas = [rows[i + 2]["bleu"] - rows[i]["bleu"] for i in (0, 1)]
+    assert [c["per_seed"][s]["delta"] for s in SEEDS] == pytest.approx(deltas)
+    assert c["delta"]["mean"] == pytest.approx(sum(deltas) / 2) and 0 <= c["pooled"]["p"] <= 1
+    assert (folder / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(folder / "study_curves_groups.csv") as f:
+        fields = {row["field"] for row in csv.DictReader(f)}
+    assert "guided_alpha/encoder" in fields and "guided_beta1" in fields
+    line = [x for x in lines(folder / "findings.md") if x.startswith("**Beyond the paper: per-group values**")]
+    assert len(line) == 1 and f"`embed,encoder,decoder` - global = {c['delta']['mean']:+.2f} BLEU" in line[0]
