@@ -155,10 +155,11 @@ def tuning_free(table1):
 
 def per_group(groups):
     """Beyond the paper (issue 14): alpha+beta1 with one value per parameter group against
-    the global values, paired by seed; the groups' final values say where they went."""
+    the global values and against the baseline, paired by seed; the groups' final values
+    say where they went."""
     parts = []
     for name, c in ((groups or {}).get("vs_global") or {}).items():
-        spec = name.split(" - ")[0]
+        spec, other = name.split(" - ")
         finals = {}
         for r in groups["rows"]:
             if r["values"]["groups"] == spec and r["final"]:
@@ -166,8 +167,8 @@ def per_group(groups):
                     finals.setdefault(field[len("guided_"):], []).append(v)
         spread = ", ".join(f"{k} {min(v):.3g}-{max(v):.3g}" for k, v in finals.items())
         per_seed = ", ".join(f"seed {s} {v['delta']:+.2f} (p {v['p']:.3f})" for s, v in c["per_seed"].items())
-        parts.append(paired("test", f"`{spec}` - global", c, f"{_ci(c['delta'])} ({per_seed})", "higher")
-                     + (f"; final values over seeds: {spread}" if spread else ""))
+        parts.append(paired("test", f"`{spec}` - {other}", c, f"{_ci(c['delta'])} ({per_seed})", "higher")
+                     + (f"; final values over seeds: {spread}" if spread and other == "global" else ""))
     return "; ".join(parts) if parts else None
 
 

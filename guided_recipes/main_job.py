@@ -186,17 +186,22 @@ def _value(x, fmt):
     return "-" if x is None else format(x, fmt)
 
 
-def versus_global(plan, raw, tgt) -> dict:
-    """The groups study's paired test: grouped minus global alpha+beta1, seed by seed
-    (tables.compare: per-seed deltas, their t interval, pooled paired bootstrap)."""
+def versus_global(plan, main_runs, raw, tgt) -> dict:
+    """The groups study's paired tests, seed by seed (tables.compare: per-seed deltas, their
+    t interval, pooled paired bootstrap): grouped minus global alpha+beta1, and grouped
+    minus the main job's baseline where it has scored one."""
     by = {}
     for setting, seed, run in plan:
         bleu = nmt_recipe.run_info(run).get("bleu")
         if bleu is not None:
             by.setdefault(setting.values["groups"], {})[seed] = (bleu, run)
-    glob = by.pop("global", {})
-    return {f"{spec} - global": compare_table.compare(glob, runs, raw, "test", tgt)
-            for spec, runs in by.items() if set(runs) & set(glob)}
+    others = {"global": by.pop("global", {}), "base": {}}
+    for seed in {seed for _, seed, _ in plan}:
+        bleu = nmt_recipe.run_info(main_runs / f"base-seed{seed}").get("bleu")
+        if bleu is not None:
+            others["base"][seed] = (bleu, main_runs / f"base-seed{seed}")
+    return {f"{spec} - {name}": compare_table.compare(other, runs, raw, "test", tgt)
+            for spec, runs in by.items() for name, other in others.items() if set(runs) & set(other)}
 
 
 def study_job(args, preset, seeds, data, raw, runs, report, times):
@@ -215,7 +220,7 @@ def study_job(args, preset, seeds, data, raw, runs, report, times):
     report.mkdir(parents=True, exist_ok=True)
     rows = study_rows(args.study, plan)
     name = args.study.replace("-", "_")
-    extra = ({"vs_global": versus_global(plan, raw, nmt_recipe.language_pair(data)[1])}
+    extra = ({"vs_global": versus_global(plan, runs, raw, nmt_recipe.language_pair(data)[1])}
              if args.study == "groups" else {})
     (report / f"{name}.json").write_text(json.dumps({"preset": args.preset, "seeds": seeds, "options": options,
                                                      "rows": rows, **extra}, indent=1))

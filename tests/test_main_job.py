@@ -345,9 +345,13 @@ def test_groups_study_pairs_grouped_with_the_main_jobs_global_runs(report):
     deltas = [rows[i + 2]["bleu"] - rows[i]["bleu"] for i in (0, 1)]
     assert [c["per_seed"][s]["delta"] for s in SEEDS] == pytest.approx(deltas)
     assert c["delta"]["mean"] == pytest.approx(sum(deltas) / 2) and 0 <= c["pooled"]["p"] <= 1
+    b = study["vs_global"]["embed,encoder,decoder - base"]
+    assert [b["per_seed"][s]["delta"] for s in SEEDS] == pytest.approx(
+        [rows[i + 2]["bleu"] - run_json(folder, "base", s)["bleu"] for i, s in enumerate(SEEDS)])
     assert (folder / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(folder / "study_curves_groups.csv") as f:
         fields = {row["field"] for row in csv.DictReader(f)}
     assert "guided_alpha/encoder" in fields and "guided_beta1" in fields
     line = [x for x in lines(folder / "findings.md") if x.startswith("**Beyond the paper: per-group values**")]
     assert len(line) == 1 and f"`embed,encoder,decoder` - global = {c['delta']['mean']:+.2f} BLEU" in line[0]
+    assert f"`embed,encoder,decoder` - base = {b['delta']['mean']:+.2f} BLEU" in line[0]

@@ -36,7 +36,9 @@ def study_of(out):
 
 def kill_during_second_trial(cmd, out, limit=240):
     """Start the sweep in its own process group; SIGKILL the group once trial 0 is complete
-    in the study and trial 1's run has begun training."""
+    in the study and trial 1's run has begun training. The group is stopped (SIGSTOP) the
+    moment trial 1's first update is logged, before the study is read: on a loaded machine
+    reading the study took long enough for the tiny trial to finish in between."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
                             start_new_session=True)
     deadline = time.time() + limit
@@ -45,10 +47,11 @@ def kill_during_second_trial(cmd, out, limit=240):
             assert proc.poll() is None, "the sweep ended before it was killed:\n" + proc.stdout.read()[-3000:]
             second = out / "base-bo" / "trials" / "launch0" / "1" / JOB_LOG
             if second.is_file() and "[train_inner]" in second.read_text():
+                os.killpg(proc.pid, signal.SIGSTOP)
                 states = [t.state for t in study_of(out).trials]
                 assert states == [TrialState.COMPLETE, TrialState.RUNNING], states
                 return
-            time.sleep(0.5)
+            time.sleep(0.1)
         pytest.fail("the second trial did not start training in time")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
