@@ -165,7 +165,8 @@ def render(args, results):
     lines = [f"- device: {card}; date: {datetime.date.today()}; torch {torch.__version__}, "
              f"fairseq {fairseq.__version__}, python {sys.version.split()[0]}; {args.updates} updates "
              f"a run, medians of the {args.log_interval}-update log intervals after update {args.warmup_updates}",
-             f"- command: `python user_scripts/benchmark.py --device {args.device} --updates {args.updates}`",
+             f"- command: `python user_scripts/benchmark.py --device {args.device} --updates {args.updates}"
+             + (f" --configs '{args.configs}'" if args.configs else "") + "`",
              f"- memory: {memory}",
              "- pass ms: one plain forward+backward of the guidance batch, timed in the same run right "
              "after each meta step (meta ms); update ms has that extra pass taken out",
