@@ -1,8 +1,7 @@
 """findings.md: the paper's five claims, each with what this run found, its numbers and
 whether the difference exceeds seed noise. Written from the report's JSON files only
-(table1.json, alpha_courses.json, schedules.json, lr_sensitivity.json,
-groups.json), so every number
-comes from the runs; a claim whose study is missing says which command runs it.
+(table1.json, alpha_courses.json, schedules.json, lr_sensitivity.json, groups.json), so
+every number comes from the runs; a claim whose study is missing says which command runs it.
 
 Rules, stated in the file too, so a reader can check each verdict:
   noise        a mean difference over seeds exceeds seed noise when its 95% t interval

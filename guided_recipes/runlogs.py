@@ -34,10 +34,7 @@ def find_runs(runs_dir: Path):
 def learned_curve(run_dir: Path, key: str):
     """[(update, value)] of a learned hyper-parameter ('guided_alpha', 'guided_beta1') from
     the run's train.log; [] when the run did not learn it."""
-    log = Path(run_dir) / "train.log"
-    if not log.exists():
-        return []
-    return [(int(r["num_updates"]), float(r[key])) for r in log_rows(log, "train_inner") if key in r]
+    return learned_curves(run_dir, key).get(key, [])
 
 
 def learned_curves(run_dir: Path, prefix: str) -> dict:
