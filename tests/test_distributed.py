@@ -1,11 +1,15 @@
 """fairseq's data-parallel training, 2 CPU processes with gloo: every rank holds the same
 learned values at every step, each uses its own shard of the guidance batch, and the run
-matches one process that sees the same global batches (--update-freq 2)."""
+matches one process that sees the same global batches (--update-freq 2). The tuning-free
+optimizers (schedulefree_adamw, prodigy) match one process the same way."""
 import math
 import socket
 import subprocess
 
 import pytest
+import torch
+
+import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
 
 from conftest import ENV, binarize, json_logs, run, train_cmd, write_cipher_corpus
 
@@ -28,16 +32,17 @@ def corpus_with_two_guide_batches(tmp_path_factory):
     return root / "bin"
 
 
-def two_workers(data, save_dir, flags):
+def two_workers(data, save_dir, flags, task="guided_translation"):
     """The outputs of fairseq-train on 2 gloo workers, each with batches of 8 sentences."""
     port = free_port()
     procs = []
     for rank in range(2):
-        cmd = train_cmd(data, save_dir, *flags, "--guidance-batch-size", "8",
+        cmd = train_cmd(data, save_dir, *flags,
                         "--distributed-world-size", "2", "--distributed-rank", str(rank),
                         "--distributed-init-method", f"tcp://127.0.0.1:{port}",
                         "--distributed-backend", "gloo", "--distributed-no-spawn",
                         "--ddp-backend", "legacy_ddp", batching=("--batch-size", "8"))
+        cmd[cmd.index("guided_translation")] = task
         procs.append(subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, env=ENV))
     outputs = [p.communicate(timeout=1800)[0] for p in procs]
@@ -47,7 +52,7 @@ def two_workers(data, save_dir, flags):
 
 def test_two_workers_match_one_process_with_the_same_global_batches(corpus_with_two_guide_batches, tmp_path):
     data = corpus_with_two_guide_batches
-    outputs = two_workers(data, tmp_path / "ddp", FLAGS)
+    outputs = two_workers(data, tmp_path / "ddp", [*FLAGS, "--guidance-batch-size", "8"])
     ddp = json_logs(outputs[0])
     assert len(ddp) == 12
     # the raw values of both ranks were summed with the hypergradients at every meta step
@@ -71,3 +76,40 @@ def matches_one_process(data, save_dir, flags, ddp, keys):
         assert a["guide_loss"] == b["guide_loss"] and a["loss"] == b["loss"], (a, b)
         for key in keys:
             assert math.isclose(float(a[key]), float(b[key]), rel_tol=1e-4, abs_tol=1e-6), (key, a, b)
+
+
+TUNING_FREE = {"schedulefree_adamw": ["--lr", "0.0025"], "prodigy": ["--lr", "1.0"]}
+
+
+@pytest.mark.parametrize("name", list(TUNING_FREE))
+def test_tuning_free_optimizers_on_two_workers_match_one_process(corpus_with_two_guide_batches, tmp_path, name):
+    """fairseq's stock translation task with each tuning-free optimizer: the 2-worker run
+    and one process with --update-freq 2 log the same losses, validate alike at update 6
+    (where schedule-free switches to its evaluation weights and back on every rank) and
+    save the same weights."""
+    data = corpus_with_two_guide_batches
+    flags = ["--optimizer", name, *TUNING_FREE[name], "--max-update", "12", "--save-interval-updates", "6",
+             "--curriculum", "100", "--required-batch-size-multiple", "1", "--dropout", "0", "--cpu"]
+    ddp_output = two_workers(data, tmp_path / "ddp", flags, task="translation")[0]
+    ddp = json_logs(ddp_output)
+    cmd = train_cmd(data, tmp_path / "single", *flags, "--update-freq", "2", batching=("--batch-size", "8"))
+    cmd[cmd.index("guided_translation")] = "translation"
+    single = run(cmd)
+    assert single.returncode == 0, single.stdout[-3000:]
+    one = json_logs(single.stdout)
+    assert len(ddp) == len(one) == 12
+    for a, b in zip(ddp, one):
+        assert math.isclose(float(a["loss"]), float(b["loss"]), abs_tol=1e-3), (a, b)
+        if name == "prodigy":  # every rank's estimate of d, from the all-reduced gradients
+            assert math.isclose(float(a["prodigy_d"]), float(b["prodigy_d"]), rel_tol=1e-3), (a, b)
+    # validation at update 6 and 12 (the last one counts)
+    ddp_valid = json_logs(ddp_output, "valid")
+    one_valid = json_logs(single.stdout, "valid")
+    assert len(ddp_valid) == len(one_valid) == 2
+    for a, b in zip(ddp_valid, one_valid):
+        assert math.isclose(float(a["valid_loss"]), float(b["valid_loss"]), abs_tol=1e-3), (a, b)
+
+    saved = [torch.load(tmp_path / run_dir / "checkpoint_last.pt", weights_only=True)["model"]
+             for run_dir in ("ddp", "single")]
+    for key, tensor in saved[0].items():
+        assert torch.allclose(tensor, saved[1][key], rtol=1e-4, atol=1e-5), key

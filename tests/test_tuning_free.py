@@ -3,6 +3,7 @@ behind fairseq's command line. Same updates as the packages, bad flags refused b
 training, exact resume after SIGKILL, and schedule-free checkpoints holding the weights
 that fairseq-train validated."""
 import argparse
+import math
 import sys
 
 import pytest
@@ -281,6 +282,12 @@ def test_trains_under_fairseq_mixed_precision(tiny_corpus, tmp_path, case):
     losses = [float(r["loss"]) for r in json_logs(out.stdout)]
     assert len(losses) == 15 and all(loss == loss for loss in losses)  # no NaN
     assert sum(losses[-3:]) < sum(losses[:3]) - 0.3, losses  # it learns
+    if "prodigy" in case:  # its step-size estimate reaches the log, and grew from d0 = 1e-6
+        rows = json_logs(out.stdout)
+        d = [float(r["prodigy_d"]) for r in rows]
+        assert d[0] >= 1e-6 and d[-1] > 10 * 1e-6 and d == sorted(d), d
+        for r in rows:
+            assert math.isclose(float(r["eff_lr"]), float(r["prodigy_d"]) * float(r["lr"]), rel_tol=1e-3), r
 
 
 @pytest.mark.parametrize("name", ["schedulefree_adamw", "prodigy"])

@@ -11,11 +11,15 @@ package itself declares flat params supported). With --prodigy-slice-p > 1 the e
 subsample is taken along the flat buffer instead of each tensor. Under DDP every rank sees
 the same all-reduced gradients and so computes the same d; fully sharded training would
 need the package's fsdp_in_use, which is not exposed.
+
+The estimate d and the step it gives (eff_lr = d * the scheduled lr) are logged through
+fairseq.metrics each update, so a stalled d shows on the progress bar and in TensorBoard.
 """
 import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from fairseq import metrics
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from omegaconf import II
@@ -77,6 +81,13 @@ class FairseqProdigy(FairseqOptimizer):
             "slice_p": check(cfg.prodigy_slice_p, cfg.prodigy_slice_p >= 1, "--prodigy-slice-p",
                              "an integer >= 1"),
         }
+
+    def step(self, closure=None, scale=1.0, groups=None):
+        super().step(closure, scale, groups)
+        group = self._optimizer.param_groups[0]
+        # the package keeps d as a host float (it syncs itself), so logging adds no sync
+        metrics.log_scalar("prodigy_d", group["d"], weight=0, priority=820)
+        metrics.log_scalar("eff_lr", group["d"] * group["lr"], weight=0, priority=301)
 
     @property
     def supports_flat_params(self):
