@@ -8,7 +8,8 @@ ORDER = ["base", "alpha", "beta1", "alpha+beta1", "schedulefree", "prodigy"]
 def log_rows(log_file: Path, tag: str):
     """fairseq --log-format json rows of one kind ('train_inner', 'valid') as dicts, from
     console output ("... | valid | {...}") or a --log-file (bare JSON, valid fields
-    prefixed "valid_")."""
+    prefixed "valid_"). A resumed run appends to its log: the rows an interrupted attempt
+    wrote past the checkpoint it resumed from are replaced by the resumed attempt's."""
     rows = []
     for line in log_file.read_text().splitlines():
         if f"| {tag} |" in line and "{" in line:
@@ -19,7 +20,17 @@ def log_rows(log_file: Path, tag: str):
                 rows.append(row)
             elif f"{tag}_num_updates" in row and tag != "train_inner":
                 rows.append({k[len(tag) + 1:]: v for k, v in row.items() if k.startswith(tag + "_")})
-    return rows
+    return _latest_attempt(rows)
+
+
+def _latest_attempt(rows):
+    kept = []
+    for row in rows:
+        update = int(row.get("num_updates", -1))
+        while kept and update >= 0 and int(kept[-1].get("num_updates", -1)) >= update:
+            kept.pop()  # superseded: a later attempt logged this update again
+        kept.append(row)
+    return kept
 
 
 def find_runs(runs_dir: Path):

@@ -200,6 +200,14 @@ def test_schedules_study(report):
     claims = claim_lines(folder)
     assert "meta lr 0.01: final beta1" in claims[2] and "from 0.5" in claims[2] and "from 0.99" in claims[2]
     assert "meta lr 0.01: final alpha" in claims[3] and "lowest reachable" in claims[3]
+    bleu = {r["setting"]: r["bleu"] for r in study["rows"]}
+    assert f"test BLEU {bleu['beta1-init0.5-metalr0.01']:.2f} from 0.5, {bleu['beta1-init0.99-metalr0.01']:.2f} " \
+           "from 0.99" in claims[2]
+    alpha = study["rows"][2]
+    peak = max(alpha["curve"], key=lambda point: point[1])
+    assert f"highest {peak[1]:.3g} at update {peak[0]}, test BLEU {alpha['bleu']:.2f}" in claims[3]
+    shown = alpha["final"] < 1 and math.log(alpha["final"]) / (-0.01 * alpha["updates"]) >= 0.5
+    assert (": shown at every meta lr" if shown else ": not shown at any meta lr") in claims[3]
 
 
 def test_lr_sensitivity_study_reuses_the_main_jobs_1x_runs(report):

@@ -9,6 +9,7 @@ import torch
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
 from conftest import BIN, json_logs, kill_at_update, run, train_cmd
+from guided_recipes.runlogs import learned_curves, log_rows
 
 NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0"]
 
@@ -48,10 +49,14 @@ def test_sigkill_then_resume_follows_the_uninterrupted_run_bitwise(tiny_corpus, 
     flags = ["--optimizer", "guided_lamb", "--lr", "0.01", "--guided-hparams", "alpha,beta1",
              "--guided-meta-lr", "0.01", "--max-update", "60", "--save-interval-updates", "10",
              "--guidance-refresh", "step", "--guidance-batch-size", "16"]
-    straight = run(train_cmd(tiny_corpus, tmp_path / "straight", *flags, batching=("--batch-size", "16")))
+    for name in ("straight", "killed"):  # --log-file appends, across attempts, as the recipes' runs do
+        (tmp_path / name).mkdir()
+    straight = run(train_cmd(tiny_corpus, tmp_path / "straight", *flags, "--log-file",
+                             tmp_path / "straight" / "train.log", batching=("--batch-size", "16")))
     assert straight.returncode == 0, straight.stdout[-2000:]
 
-    cmd = train_cmd(tiny_corpus, tmp_path / "killed", *flags, batching=("--batch-size", "16"))
+    cmd = train_cmd(tiny_corpus, tmp_path / "killed", *flags, "--log-file", tmp_path / "killed" / "train.log",
+                    batching=("--batch-size", "16"))
     killed_at = kill_at_update(cmd, 25)
     assert killed_at < 60
 
@@ -66,6 +71,12 @@ def test_sigkill_then_resume_follows_the_uninterrupted_run_bitwise(tiny_corpus, 
         ref = expected[int(row["num_updates"])]
         for key in ("loss", "guided_alpha", "guided_beta1", "hgrad_alpha", "hgrad_beta1", "guide_loss"):
             assert row[key] == ref[key], (row["num_updates"], key, row[key], ref[key])
+
+    # the appended log holds both attempts; the recipes' curves read the one uninterrupted course
+    assert len(log_rows(tmp_path / "killed" / "train.log", "train_inner")) == 60
+    assert len([line for line in (tmp_path / "killed" / "train.log").read_text().splitlines()
+                if line.startswith('{"') and '"num_updates"' in line]) > 60
+    assert learned_curves(tmp_path / "killed", "guided_") == learned_curves(tmp_path / "straight", "guided_")
 
     model_a, hyper_a = _checkpoint_state(tmp_path / "straight" / "checkpoint_last.pt")
     model_b, hyper_b = _checkpoint_state(tmp_path / "killed" / "checkpoint_last.pt")
