@@ -43,6 +43,10 @@ class Grouping:
     groups: list  # group names, in the order of the learned values
     param_names: list
     group_of: list  # index into groups, one per parameter name
+    # (parameter name, [the other listed groups that match it too]) for each parameter more
+    # than one group matches: the first listed takes it, which a user may not expect
+    # (`encoder` takes the decoder's cross-attention, decoder.layers.0.encoder_attn.*)
+    contested: list = None
 
     def members(self, group: int) -> list:
         return [n for n, g in zip(self.param_names, self.group_of) if g == group]
@@ -124,10 +128,13 @@ def assign_groups(spec: GroupSpec, param_names: list) -> Grouping:
         groups = [g for g in ["embed"] + layers + ["output"] if g in keys]
     else:
         groups = [n for n, _ in spec.patterns]
-        keys = [next((g for g, regex in spec.patterns if regex.search(n)), OTHER) for n in param_names]
+        matches = [[g for g, regex in spec.patterns if regex.search(n)] for n in param_names]
+        keys = [m[0] if m else OTHER for m in matches]
+        contested = [(n, m[1:]) for n, m in zip(param_names, matches) if len(m) > 1]
     if OTHER in keys:
         groups.append(OTHER)
-    return Grouping(spec.text, groups, list(param_names), [groups.index(k) for k in keys])
+    return Grouping(spec.text, groups, list(param_names), [groups.index(k) for k in keys],
+                    contested if spec.kind != "layer" else [])
 
 
 def describe(grouping: Grouping, sizes: list) -> list:
@@ -147,6 +154,13 @@ def warnings_for(grouping: Grouping) -> list:
         shown = ", ".join(unmatched[:8]) + (f" and {len(unmatched) - 8} more" if len(unmatched) > 8 else "")
         out.append(f"{FLAG}: {len(unmatched)} parameter tensors match no group and share the "
                    f"group {OTHER!r}: {shown}")
+    if grouping.contested:
+        shown = ", ".join(f"{n} (to {grouping.groups[grouping.group_of[grouping.param_names.index(n)]]}, "
+                          f"not {'/'.join(others)})" for n, others in grouping.contested[:4])
+        more = len(grouping.contested) - 4
+        out.append(f"{FLAG}: {len(grouping.contested)} parameter tensors match more than one group; the "
+                   f"first listed takes each: {shown}" + (f" and {more} more" if more > 0 else "")
+                   + "; list groups in another order, or use NAME=REGEX, to place them otherwise")
     for name in grouping.empty_groups():
         out.append(f"{FLAG}: group {name!r} matches no parameter; its values stay at their "
                    f"initial setting")

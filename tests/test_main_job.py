@@ -129,6 +129,34 @@ def claim_lines(folder):
     return {k: v[0] for k, v in found.items()}
 
 
+def test_claim5_judges_lr_sensitivity_by_paired_differences_not_spans():
+    """A guided arm whose 1x score is lower has the smaller span of mean BLEU over the lrs
+    without scoring higher anywhere: that is not 'less sensitive'. Only higher scores than
+    base, paired by seed, beyond seed noise at every other multiple are."""
+    from guided_recipes import findings
+
+    def rows(table):
+        return {"rows": [{"variant": v, "values": {"lr": 0.01 * scale, "lr_scale": scale}, "seed": seed, "bleu": b}
+                         for (v, scale), scores in table.items() for seed, b in enumerate(scores, 1)]}
+
+    base = {("base", 0.25): [7.7, 7.4, 8.0], ("base", 1.0): [20.3, 18.0, 19.6], ("base", 4.0): [0.0, 0.0, 0.0]}
+    lower_at_1x = rows({**base, ("guided", 0.25): [8.7, 7.2, 8.8], ("guided", 1.0): [17.7, 15.8, 16.7],
+                        ("guided", 4.0): [0.1, 0.0, 0.1]})
+    diffs = findings.lr_scale_differences(lower_at_1x["rows"])["guided"]
+    quarter = [8.7 - 7.7, 7.2 - 7.4, 8.8 - 8.0]
+    half = t.ppf(0.975, 2) * (sum((d - sum(quarter) / 3) ** 2 for d in quarter) / 2) ** 0.5 / 3 ** 0.5
+    assert diffs[0.25]["mean"] == pytest.approx(sum(quarter) / 3)
+    assert diffs[0.25]["ci"] == pytest.approx([sum(quarter) / 3 - half, sum(quarter) / 3 + half])
+    text = findings.claim5(lower_at_1x)
+    assert "guided - base at the same lr multiple: 0.25x +0.53" in text and "1x -2.57" in text
+    assert "guided is not shown less sensitive to the lr" in text and "flatter" not in text
+
+    higher_off = rows({**base, ("guided", 0.25): [9.7, 9.5, 10.1], ("guided", 1.0): [20.0, 18.1, 19.5],
+                       ("guided", 4.0): [3.0, 3.2, 2.9]})
+    text = findings.claim5(higher_off)
+    assert "4x +3.03" in text and "guided is less sensitive to the lr (higher beyond seed noise" in text
+
+
 def test_findings_has_a_line_per_claim(report):
     folder, _ = report
     claims = claim_lines(folder)
@@ -224,7 +252,12 @@ def test_lr_sensitivity_study_reuses_the_main_jobs_1x_runs(report):
                       .read_text())
     assert info["overrides"] == ["optimization.lr=[0.0025]"]
     assert (folder / "lr_sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "lr sensitivity (test BLEU): base: lr 0.0025" in claim_lines(folder)[5]
+    claim5 = claim_lines(folder)[5]
+    assert "lr sensitivity (test BLEU): base: lr 0.0025" in claim5
+    bleu = {r["setting"]: r["bleu"] for r in study["rows"]}
+    quarter = bleu["alpha+beta1-lr0.0025"] - bleu["base-lr0.0025"]
+    assert f"alpha+beta1 - base at the same lr multiple: 0.25x {quarter:+.2f} (no interval (one seed)" in claim5
+    assert "alpha+beta1 is not shown less sensitive to the lr" in claim5
 
 
 def test_hydra_preset_config_trains(tiny_corpus, tmp_path):

@@ -37,6 +37,18 @@ def test_module_prefixes_first_listed_match_wins_and_the_rest_is_other():
     assert of["decoder.output_projection.weight"] == of["decoder.layers.0.fc2.bias"] == "decoder"
     assert grouping.unmatched() == ["criterion.temperature"]
     assert "1 parameter tensors match no group" in warnings_for(grouping)[0]
+    # `encoder` also matches the decoder's cross-attention (a part starting 'encoder_'); the
+    # first listed group takes it, and the start-up warning says so
+    assert of["decoder.layers.0.encoder_attn.q_proj.weight"] == "encoder"
+    assert grouping.contested == [("encoder.embed_tokens.weight", ["encoder"]),
+                                  ("decoder.layers.0.encoder_attn.q_proj.weight", ["decoder"]),
+                                  ("decoder.layers.1.encoder_attn.q_proj.weight", ["decoder"])]
+    assert ("3 parameter tensors match more than one group; the first listed takes each: "
+            "encoder.embed_tokens.weight (to embed, not encoder), decoder.layers.0.encoder_attn.q_proj.weight "
+            "(to encoder, not decoder)") in warnings_for(grouping)[1]
+    reordered, of = groups_of("embed,decoder,encoder")
+    assert of["decoder.layers.1.encoder_attn.q_proj.weight"] == "decoder"
+    assert of["encoder.layers.0.fc1.weight"] == "encoder" and len(reordered.contested) == 3
     # a prefix must end at a part boundary: 'encoder.layers.1' does not take layers.10
     _, of = groups_of("encoder.layers.1,decoder")
     assert of["encoder.layers.1.fc1.weight"] == "encoder.layers.1"
@@ -52,7 +64,7 @@ def test_layer_groups_embed_each_layer_output_and_other():
     assert of["decoder.output_projection.weight"] == "output"
     assert grouping.unmatched() == ["encoder.layer_norm.weight", "decoder.layer_norm.weight",
                                     "criterion.temperature"]
-    assert grouping.empty_groups() == []
+    assert grouping.empty_groups() == [] and grouping.contested == []
 
 
 def test_regular_expressions_and_a_group_that_matches_nothing():
