@@ -5,9 +5,9 @@ returned to the sweeper, and each trial's wall time recorded.
 
 Why not fairseq-hydra-train itself: in fairseq 0.12.3.1 `fairseq_cli.hydra_train.hydra_main`
 calls `_hydra_main(cfg)` without returning its value, so a sweeper gets None for every trial
-(hydra-optuna-sweeper marks each one failed); and the value `_hydra_main` computes reads the
-"valid" metrics aggregator, which `validate()` no longer fills (it logs into a temporary
-root), so it is inf even when returned. This entry point calls the same `_hydra_main` on the
+(hydra-optuna-sweeper marks each one failed); and the value `_hydra_main` computes is the
+"valid" metrics aggregator's smoothed value, not the best validation: inf for the loss, and
+for BLEU one score over the pooled counts of all the run's validations. This entry point calls the same `_hydra_main` on the
 same config (fairseq's own schema and config search path) and returns fairseq's best
 validation metric, `checkpoint_utils.save_checkpoint.best`: the value of
 `checkpoint.best_checkpoint_metric` (e.g. bleu with task.eval_bleu) over the run's
@@ -94,9 +94,11 @@ def hydra_main(cfg) -> float:
         cfg, record["static"] = apply_static(cfg)
         record["metric"] = cfg.checkpoint.best_checkpoint_metric
         record["maximize"] = bool(cfg.checkpoint.maximize_best_checkpoint_metric)
-        returned = hydra_train._hydra_main(cfg)
-        best = getattr(checkpoint_utils.save_checkpoint, "best", None)
-        value = returned if returned is not None and abs(returned) != float("inf") else best
+        hydra_train._hydra_main(cfg)
+        # not _hydra_main's value: with task.eval_bleu the "valid" aggregator does fill, and
+        # its BLEU pools the counts of every validation of the run (8.93 for a run whose
+        # validations scored 4.41 and 13.01), which is neither the best nor the last
+        value = getattr(checkpoint_utils.save_checkpoint, "best", None)
         if value is None:
             raise RuntimeError(f"no validation of {record['metric']} ran: nothing to return to the sweeper "
                                "(set dataset.validate_interval_updates)")

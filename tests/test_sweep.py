@@ -65,6 +65,26 @@ def saved_valid_bleu(run: Path) -> float:
     return float(json_logs(text, tag="valid")[-1]["valid_bleu"])
 
 
+def test_the_objective_is_fairseqs_best_validation_not_a_pooled_value(tiny_corpus, tmp_path):
+    """The tiny preset validates at updates 6 and 12 and saves a checkpoint at 12 only, so
+    fairseq's best (what checkpoint_best.pt is chosen by) is update 12's validation loss. The
+    sweeper must get that, not what fairseq's _hydra_main returns: one value over both
+    validations pooled (with BLEU, the first CPU sweep got 8.93 for a run whose validations
+    scored 4.41 and 13.01; tiny runs score BLEU 0, so the loss shows it here)."""
+    out = tmp_path / "out"
+    done = subprocess.run(sweep(tiny_corpus, out, "--objective", "loss", "--no-test", "--trials", "1"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    assert done.returncode == 0, done.stdout[-4000:]
+    run = out / "base-bo" / "trials" / "launch0" / "0"
+    text = (run / JOB_LOG).read_text().replace("][valid][INFO] - ", " | valid | ")
+    validations = json_logs(text, tag="valid")
+    losses = [float(v["valid_loss"]) for v in validations]
+    assert [int(v["valid_num_updates"]) for v in validations] == [6, 12] and abs(losses[0] - losses[1]) > 0.01
+    rec = json.loads((run / sweep_study.RECORD).read_text())
+    assert rec["metric"] == "loss" and rec["maximize"] is False
+    assert rec["objective"] == pytest.approx(losses[1], abs=1e-3) and study_of(out).trials[0].value == rec["objective"]
+
+
 @pytest.fixture(scope="module")
 def resumed(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
