@@ -6,9 +6,9 @@ returned to the sweeper, and each trial's wall time recorded.
 Why not fairseq-hydra-train itself: in fairseq 0.12.3.1 `fairseq_cli.hydra_train.hydra_main`
 calls `_hydra_main(cfg)` without returning its value, so a sweeper gets None for every trial
 (hydra-optuna-sweeper marks each one failed); and the value `_hydra_main` computes is the
-"valid" metrics aggregator's smoothed value, not the best validation: inf for the loss, and
-for BLEU one score over the pooled counts of all the run's validations. This entry point calls the same `_hydra_main` on the
-same config (fairseq's own schema and config search path) and returns fairseq's best
+"valid" metrics aggregator's smoothed value, one value over all the run's validations pooled
+(the loss averaged, BLEU from the pooled counts), not the best. This entry point calls the
+same `_hydra_main` on the same config (fairseq's own schema and config search path) and returns fairseq's best
 validation metric, `checkpoint_utils.save_checkpoint.best`: the value of
 `checkpoint.best_checkpoint_metric` (e.g. bleu with task.eval_bleu) over the run's
 validations, the one fairseq's checkpoint_best.pt is chosen by.
