@@ -275,7 +275,7 @@ def main():
         written = study_job(args, preset, seeds, data, raw, runs, report, times)
     else:
         written = table1_job(args, preset, seeds, data, raw, runs, report, prepare_cmd, times, subsets)
-    written.append(findings.write(report, commands(args.preset)))
+    written.append(findings.write(report, commands(args.preset), runs.parent / f"sweep-{args.preset}" / "report"))
     total = time.time() - start
     name = "summary.json" if not args.study else f"summary_{args.study}.json"
     (report / name).write_text(json.dumps(

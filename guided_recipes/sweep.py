@@ -11,7 +11,8 @@ trials), beta1 and alpha+beta1 (guided, untuned: one run each), alpha-meta-lr (g
 its meta lr tuned over --meta-lr-scales, a grid through the same sweeper). The objective of
 every trial is its best validation BLEU (fairseq's --eval-bleu, beam 4, sentencepiece
 removed; --objective loss for validation loss); each row's selected model (its best trial)
-is scored on the test set with fairseq-generate (beam 4) and sacrebleu. Writes
+is scored on the test set with fairseq-generate (beam 4) and sacrebleu, and compared with
+BO's selected model by sacrebleu's paired bootstrap (one seed each: test-set noise). Writes
 OUT/report/table2.{md,json} and bo_vs_guided.{png,csv}; OUT/STUDY/commands.sh has each
 sweep's exact command. Resumable: the same command continues an interrupted comparison and
 never reruns a finished trial (studies live in --storage, a SQLite file by default).
@@ -170,6 +171,9 @@ def main(argv=None):
         say(f"{study.name}: {len(trials)} trials, best validation {args.objective} "
             f"{'-' if best is None else format(best['objective'], '.3f')}, test BLEU "
             f"{'-' if bleu is None else format(bleu, '.2f')} ({time.time() - t0:.0f} s)")
+    if not args.no_test:
+        tgt = nmt.language_pair(data)[1]
+        sweep_report.versus_bo(rows, raw / f"test.{tgt}", f"test.hyp.{tgt}")
     written = sweep_report.write(rows, args.objective, out / "report", {
         "preset": args.preset, "seed": args.seed, "storage": storage, "data": str(data),
         "searched": {s.name: list(s.search) for s in studies}, "wall_seconds": round(time.time() - start)})

@@ -1,6 +1,8 @@
 """Table 2 of a sweep comparison (table2.md, table2.json) and its compute plot
 (bo_vs_guided.png, bo_vs_guided.csv): the best validation value found so far against the
-cumulative wall time of the trials, for each row's trials in trial order."""
+cumulative wall time of the trials, for each row's trials in trial order. Each row's
+selected model is compared with BO's on the test set by sacrebleu's paired bootstrap: one
+seed each, so that is test-set noise only; seed noise is not measured by a sweep."""
 import csv
 import json
 from pathlib import Path
@@ -9,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from . import stats  # noqa: E402
 
 
 def best_so_far(trials: list, maximize: bool) -> list:
@@ -41,18 +45,39 @@ def row(name: str, label: str, trials: list, maximize: bool, test_bleu) -> dict:
             "curve": best_so_far(trials, maximize)}
 
 
+def versus_bo(rows: list, references: Path, hypotheses: str) -> None:
+    """Adds `vs_bo` to every row with a test score: its selected model's test BLEU minus
+    that of base-bo's, with sacrebleu's paired bootstrap p (the `--paired-bs` test) on the
+    outputs `hypotheses` (a file name in each selected run's folder)."""
+    bo = next((r for r in rows if r["row"] == "base-bo" and r["test_bleu"] is not None), None)
+    if bo is None:
+        return
+    refs = references.read_text().splitlines()
+    base = (Path(bo["selected"]["run"]) / hypotheses).read_text().splitlines()
+    for r in rows:
+        if r is not bo and r["test_bleu"] is not None:
+            system = (Path(r["selected"]["run"]) / hypotheses).read_text().splitlines()
+            test = stats.paired_bootstrap(base, system, refs)
+            r["vs_bo"] = {"delta": r["test_bleu"] - bo["test_bleu"], "p": test["p"], "samples": test["samples"]}
+
+
 def _fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
 def markdown(rows: list, metric: str) -> str:
     lines = [f"| row | trials | time (min, sum of trial wall times) | best validation {metric} | test BLEU "
-             "| selected values |", "|---|---|---|---|---|---|"]
+             "| test BLEU - BO's (paired bootstrap p) | selected values |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         params = ", ".join(f"{k.split('.')[-1]}={v:.4g}" for k, v in (r["selected"] or {}).get("params", {}).items())
         lines.append(f"| {r['label']} | {r['completed']} of {r['trials']} | {r['wall_seconds'] / 60:.1f} | "
-                     f"{_fmt(r['valid'], '.2f')} | {_fmt(r['test_bleu'], '.2f')} | {params or 'untuned'} |")
+                     f"{_fmt(r['valid'], '.2f')} | {_fmt(r['test_bleu'], '.2f')} | {_versus(r)} | {params or 'untuned'} |")
     return "\n".join(lines) + "\n"
+
+
+def _versus(r):
+    v = r.get("vs_bo")
+    return "-" if v is None else f"{v['delta']:+.2f} (p {v['p']:.3f})"
 
 
 def plot(rows: list, metric: str, out: Path) -> list:

@@ -157,6 +157,33 @@ def test_claim5_judges_lr_sensitivity_by_paired_differences_not_spans():
     assert "4x +3.03" in text and "guided is less sensitive to the lr (higher beyond seed noise" in text
 
 
+def test_claim5_reads_the_sweep_comparison_by_paired_bootstrap_and_compute():
+    """Claim 5 is the paper's Table 2: a guided row beats BO's tuning only when its test BLEU
+    is higher by the paired bootstrap (p < 0.05) at less compute than BO's trials took."""
+    from guided_recipes import findings
+
+    def row(name, trials, seconds, bleu, vs=None):
+        r = {"row": name, "trials": trials, "completed": trials, "wall_seconds": seconds, "test_bleu": bleu,
+             "selected": {"params": {"static.lr": 0.0067, "static.beta1": 0.914} if name == "base-bo" else {}}}
+        return dict(r, vs_bo={"delta": vs[0], "p": vs[1]}) if vs else r
+
+    table2 = {"rows": [row("base-bo", 12, 4200.0, 18.0), row("beta1", 1, 420.0, 17.0, (-1.0, 0.02)),
+                       row("alpha+beta1", 1, 480.0, 18.5, (0.5, 0.3)), row("alpha-meta-lr", 4, 1680.0, 19.2, (1.2, 0.01)),
+                       row("costly", 14, 5000.0, 19.5, (1.5, 0.001))]}
+    text = findings.claim5(None, table2)
+    assert "BO of base's static values (12 trials, 70 min) selected lr 0.0067, beta1 0.914: test BLEU 18.00" in text
+    assert "beta1 (untuned, 7 min, 0.10x BO's compute): test BLEU 17.00, -1.00 (paired bootstrap p = 0.020): " \
+           "below BO's tuning beyond test-set noise" in text
+    assert "alpha+beta1 (untuned, 8 min, 0.11x BO's compute): test BLEU 18.50, +0.50 (paired bootstrap p = 0.300): " \
+           "within test-set noise" in text
+    assert "alpha-meta-lr (4 trials, 28 min, 0.40x BO's compute): test BLEU 19.20, +1.20 (paired bootstrap p = " \
+           "0.010): beats BO's tuning" in text
+    assert "costly (14 trials, 83 min, 1.19x BO's compute)" in text and "higher but not at less compute" in text
+    assert text.endswith("lr sensitivity not run either")
+    assert findings.claim5(None).startswith("not run: the sweep comparison with Bayesian optimisation, "
+                                            "`python scripts/sweep.py`")
+
+
 def test_findings_has_a_line_per_claim(report):
     folder, _ = report
     claims = claim_lines(folder)

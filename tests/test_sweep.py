@@ -189,3 +189,40 @@ def test_an_interrupted_grid_point_is_run_again(tmp_path, caplog):
     finally:
         optuna.logging.disable_propagation()
     assert "grid has been exhausted" not in caplog.text
+
+
+def test_each_row_is_compared_with_bos_selected_model_by_sacrebleus_paired_bootstrap(tmp_path):
+    """vs_bo of a row is its test BLEU minus BO's with the p of `sacrebleu --paired-bs` run on
+    the two selected runs' outputs (BO as the baseline); rows without a test score get none."""
+    from conftest import BIN
+
+    from guided_recipes import sweep_report
+
+    words = "the a house cat runs over under green small big old tree river stone light".split()
+    refs = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(6 + i % 5)) for i in range(80)]
+    (tmp_path / "test.en").write_text("\n".join(refs) + "\n")
+    rows = []
+    for name, drop in (("base-bo", 3), ("beta1", 5), ("alpha+beta1", None)):
+        run = tmp_path / name
+        run.mkdir()
+        hyps = [" ".join(w for j, w in enumerate(r.split()) if drop is None or j % drop != 1) for r in refs]
+        (run / "test.hyp.en").write_text("\n".join(hyps) + "\n")
+        bleu = None if drop is None else sacrebleu_score(hyps, refs)
+        rows.append({"row": name, "test_bleu": bleu, "selected": {"run": str(run), "params": {}}})
+    sweep_report.versus_bo(rows, tmp_path / "test.en", "test.hyp.en")
+    assert "vs_bo" not in rows[0] and "vs_bo" not in rows[2]
+    cli = subprocess.run([str(BIN / "sacrebleu"), str(tmp_path / "test.en"), "-i", str(tmp_path / "base-bo" / "test.hyp.en"),
+                          str(tmp_path / "beta1" / "test.hyp.en"), "-m", "bleu", "--paired-bs", "-f", "json"],
+                         stdout=subprocess.PIPE, text=True, env=ENV)
+    system = json.loads(cli.stdout)[1]["BLEU"]
+    assert rows[1]["vs_bo"]["delta"] == pytest.approx(rows[1]["test_bleu"] - rows[0]["test_bleu"])
+    assert rows[1]["vs_bo"]["delta"] > 5 and rows[1]["vs_bo"]["p"] == pytest.approx(system["p_value"])
+    table = sweep_report.markdown([dict(r, label=r["row"], trials=1, completed=1, wall_seconds=60, valid=None)
+                                   for r in rows], "bleu")
+    assert f"| {rows[1]['vs_bo']['delta']:+.2f} (p {system['p_value']:.3f}) |" in table
+
+
+def sacrebleu_score(hyps, refs):
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
