@@ -13,9 +13,9 @@ Rules, stated in the file too, so a reader can check each verdict:
                descent the meta lr allows (ln alpha_final <= -0.5 x meta lr x updates)
   lr sensitivity  a variant is less sensitive to the lr than base when, paired by seed, it
                scores above base beyond seed noise at every lr multiple other than 1x
-  beat tuning  a guided row of the sweep comparison beats BO's tuned base when its selected
-               model's test BLEU is higher by sacrebleu's paired bootstrap (p < 0.05) at
-               less compute; one seed per row, so seed noise is not measured there
+  beat tuning  a guided row of the sweep comparison beats BO's tuned base on the sweep's one
+               seed when its selected model's test BLEU is higher by sacrebleu's paired
+               bootstrap (p < 0.05) at less compute; seed noise is not measured there
 """
 import json
 import math
@@ -219,8 +219,8 @@ def versus_sweep(table2) -> str:
             continue
         tuned = "untuned" if r["trials"] == 1 else f"{r['completed']} trials"
         cheaper = r["wall_seconds"] < bo["wall_seconds"]
-        verdict = ("beats BO's tuning" if v["delta"] > 0 and v["p"] < 0.05 and cheaper else
-                   "below BO's tuning beyond test-set noise" if v["delta"] < 0 and v["p"] < 0.05 else
+        verdict = ("beats BO's tuning on this seed" if v["delta"] > 0 and v["p"] < 0.05 and cheaper else
+                   "below BO's tuning on this seed beyond test-set noise" if v["delta"] < 0 and v["p"] < 0.05 else
                    "within test-set noise of BO's tuning" if v["p"] >= 0.05 else "higher but not at less compute")
         parts.append(f"{name} ({tuned}, {r['wall_seconds'] / 60:.0f} min, {r['wall_seconds'] / bo['wall_seconds']:.2f}x "
                      f"BO's compute): test BLEU {r['test_bleu']:.2f}, {v['delta']:+.2f} (paired bootstrap p = "
@@ -272,8 +272,8 @@ def write(report: Path, commands: dict, sweep_report: Path = None) -> Path:
              "converged when its final values span at most a quarter of the initial values' span; short-horizon "
              "bias shown when alpha ends below 1 having used at least half of the descent its meta lr allows; "
              "a variant is less sensitive to the lr when, paired by seed, it scores above base beyond seed noise "
-             "at every lr multiple other than 1x; a guided row of the sweep comparison beats BO's tuning when its "
-             "test BLEU is higher by the paired bootstrap (p < 0.05) at less compute.", ""]
+             "at every lr multiple other than 1x; a guided row of the sweep comparison beats BO's tuning on the sweep's "
+             "one seed when its test BLEU is higher by the paired bootstrap (p < 0.05) at less compute.", ""]
     for k, title in CLAIMS.items():
         text, study = found[k]
         if text is None:
