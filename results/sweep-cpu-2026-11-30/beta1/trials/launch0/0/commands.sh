@@ -1,0 +1,2 @@
+# evaluate on test (hypotheses sorted by id, scored by sacrebleu against raw/test.en)
+/work/fresh-mj/.venv/bin/fairseq-generate /work/fresh-mj/data/libreoffice-de-en/bin --user-dir /work/fresh-mj/fairseq_guided --source-lang de --target-lang en --path /work/fresh-mj/runs/sweep-cpu/beta1/trials/launch0/0/checkpoints/checkpoint_best.pt --gen-subset test --beam 4 --batch-size 128 --post-process sentencepiece --required-batch-size-multiple 1 --max-len-a 1.2 --max-len-b 10
