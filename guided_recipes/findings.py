@@ -255,6 +255,31 @@ def claim5(lr_rows, table2=None):
     return text
 
 
+def at_plateau(horizon):
+    """Claim 1 at the calibrated plateau (issue 24), by the same rules as at 1,200 updates,
+    and each other guided arm against base there."""
+    if not horizon or not horizon.get("table", {}).get("subsets"):
+        return None
+    parts = []
+    for subset, entry in horizon["table"]["subsets"].items():
+        for arm, c in entry["vs_base"].items():
+            per_seed = ", ".join(f"seed {s} {v['delta']:+.2f} (p {v['p']:.3f})" for s, v in c["per_seed"].items())
+            parts.append(paired(subset, f"{arm} - base", c, f"{_ci(c['delta'])} ({per_seed})", "higher"))
+    return (f"at {horizon['updates']} updates (the baseline's calibrated plateau; guidance {horizon['guidance']}, "
+            f"meta lr {horizon['meta_lr']:.3g}): " + "; ".join(parts)) if parts else None
+
+
+def guidance_batch(guidance):
+    """The guidance ablation at 1,200 updates: each setting against base, and the choice."""
+    rows = [r for r in (guidance or {}).get("rows", []) if r.get("vs_base")]
+    if not rows:
+        return None
+    parts = [paired("test", f"{r['setting']} - base", r["vs_base"], _ci(r["vs_base"]["delta"]), "higher")
+             + (f" (valid BLEU {r['valid']['mean']:.2f})" if "valid" in r else "") for r in rows]
+    choice = guidance.get("choice")
+    return "; ".join(parts) + (f"; chosen on validation BLEU: {choice['setting']}" if choice else "")
+
+
 def write(report: Path, commands: dict, sweep_report: Path = None) -> Path:
     """report/findings.md; `commands` maps 'main', 'schedules', 'lr-sensitivity' to the
     command that runs each, for the claims whose study is missing; `sweep_report` is the
@@ -288,6 +313,14 @@ def write(report: Path, commands: dict, sweep_report: Path = None) -> Path:
         f"not run: `{commands['groups']}`" if "groups" in commands else "not run")
     lines += ["**Beyond the paper: per-group values** (alpha+beta1 learned per parameter group, `--guided-groups`, against "
               f"one global value each, same model, budget and seeds): {grouped}.", ""]
+    horizon = at_plateau(_load(report, "horizon.json")) or (
+        f"not run: `{commands['calibration']}`, then `{commands['horizon']}`" if "horizon" in commands else "not run")
+    lines += [f"**Claim 1 at the plateau** ({CLAIMS[1]}, trained until the baseline's validation BLEU stops rising): "
+              f"{horizon}.", ""]
+    guided = guidance_batch(_load(report, "guidance.json")) or (
+        f"not run: `{commands['guidance']}`" if "guidance" in commands else "not run")
+    lines += [f"**The guidance batch** (guided beta1 at the main job's budget with other guidance batches and meta "
+              f"lrs, paired by seed with base): {guided}.", ""]
     path = report / "findings.md"
     path.write_text("\n".join(lines))
     return path

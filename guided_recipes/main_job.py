@@ -11,6 +11,9 @@ five claims), the exact commands.
     python scripts/main_job.py --study lr-sensitivity   # base vs alpha+beta1 at 1/4x, 1x, 4x lr
     python scripts/main_job.py --with-tuning-free       # + schedule-free AdamW and Prodigy arms
     python scripts/main_job.py --study groups           # alpha+beta1 per parameter group vs global
+    python scripts/main_job.py --study guidance         # guided beta1 with other guidance batches
+    python scripts/main_job.py --study calibration      # the baseline until its validation BLEU plateaus
+    python scripts/main_job.py --study horizon          # Table 1 at that plateau (guided_recipes.horizon)
 
 Each study trains into runs/study_NAME-PRESET (beside the main job's runs folder) and
 writes its tables and plots into the main job's report folder, then rewrites findings.md.
@@ -25,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import findings, nmt as nmt_recipe, plots as plot_schedules, studies, study_plots
+from . import findings, horizon, horizon_job, nmt as nmt_recipe, plots as plot_schedules, studies, study_plots
 from . import tables as compare_table
 from .runlogs import learned_curve, learned_curves
 
@@ -51,7 +54,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=[n for n, p in nmt_recipe.PRESETS.items() if p.corpus == "offline"],
                         default="cpu")
-    parser.add_argument("--study", choices=studies.STUDIES, default=None,
+    parser.add_argument("--study", choices=studies.STUDIES + horizon.STUDIES, default=None,
                         help="run a study instead of Table 1 (see above)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the offline corpus goes (default: data/libreoffice-de-en[-VOCAB])")
@@ -70,16 +73,41 @@ def parse_args():
     parser.add_argument("--guided-groups", default="embed,encoder,decoder",
                         help="--study groups: the grouping its grouped runs learn with (fairseq_guided's "
                              "--guided-groups: module prefixes, 'layer', or NAME=REGEX;...)")
+    long = parser.add_argument_group("the guidance, calibration and horizon studies (guided_recipes.horizon)")
+    long.add_argument("--part-minutes", type=float, default=None,
+                      help="stop after the first checkpoint past this many minutes (exit code "
+                           f"{horizon.PART_OVER}); the same command continues. Default: no limit")
+    long.add_argument("--plateau-gain", type=float, default=horizon.DEFAULTS["plateau_gain"],
+                      help="calibration: the plateau is where the best valid BLEU gained less than this "
+                           "(default %(default)s) ...")
+    long.add_argument("--plateau-window", type=int, default=horizon.DEFAULTS["plateau_window"],
+                      help="... over the last this many updates (default %(default)s)")
+    long.add_argument("--calibration-cap", type=int, default=horizon.DEFAULTS["calibration_cap"],
+                      help="calibration: stop here without a plateau, a failed calibration (default %(default)s)")
+    long.add_argument("--validate-every", type=int, default=horizon.DEFAULTS["validate_every"],
+                      help="calibration and horizon runs: validate (BLEU) and save every this many updates "
+                           "(default %(default)s)")
+    long.add_argument("--with-global", action="store_true",
+                      help="horizon: add alpha+beta1 with one global value each")
     grid = parser.add_argument_group("study grids (sizes; defaults are the paper's settings at this scale)")
     for name, default in studies.DEFAULTS.items():
         grid.add_argument("--" + name.replace("_", "-"), type=floats, default=default,
                           help=f"comma-separated (default {','.join(f'{x:g}' for x in default)})")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for flag in ("plateau_window", "calibration_cap", "validate_every"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1; got {getattr(args, flag)}")
+    if args.plateau_window % args.validate_every:
+        parser.error(f"--plateau-window {args.plateau_window} must be a multiple of --validate-every "
+                     f"{args.validate_every} (the plateau compares two validations)")
+    if args.part_minutes is not None and args.part_minutes <= 0:
+        parser.error(f"--part-minutes must be > 0; got {args.part_minutes}")
+    return args
 
 
 def commands(preset: str) -> dict:
     base = f"python scripts/main_job.py --preset {preset}"
-    return {"main": base, **{study: f"{base} --study {study}" for study in studies.STUDIES}}
+    return {"main": base, **{study: f"{base} --study {study}" for study in studies.STUDIES + horizon.STUDIES}}
 
 
 def evaluate_all(preset, plan, data, raw, first_stage, stages, subsets, times):
@@ -254,8 +282,8 @@ def main():
     report = runs / "report"
     start, times = time.time(), {}
     subsets = ["test"] + (["test_debian"] if expects_debian_test(preset) and not args.study else [])
-    stages = (1 + 2 * len(study_plan(args, preset, seeds, runs)[0]) + 1 if args.study
-              else table1_stages(args, seeds, subsets))
+    stages = (3 if args.study in horizon.STUDIES else 1 + 2 * len(study_plan(args, preset, seeds, runs)[0]) + 1
+              if args.study else table1_stages(args, seeds, subsets))
     say(f"stage 1/{stages}: prepare the offline de-en corpus in {data_dir}")
     if args.no_prepare:
         if not (data_dir / "bin").is_dir() or not (data_dir / "raw").is_dir():
@@ -271,7 +299,16 @@ def main():
     if not expects_debian_test(preset):
         say("NOTE: this preset's corpus has no held-out Debian test set (its data options say so): "
             "Table 1 has the in-domain test set only")
-    if args.study:
+    if args.study in horizon.STUDIES:
+        say(f"stage 2/{stages}: {args.study} study")
+        try:
+            written = horizon_job.run(args, preset, seeds, data, raw, runs, report, times)
+        except nmt_recipe.PartOver as stop:
+            say(f"part over after {(time.time() - start) / 60:.1f} min ({stop}): run the same command again to "
+                "continue")
+            raise SystemExit(horizon.PART_OVER)
+        say(f"stage 3/{stages}: report in {report}")
+    elif args.study:
         written = study_job(args, preset, seeds, data, raw, runs, report, times)
     else:
         written = table1_job(args, preset, seeds, data, raw, runs, report, prepare_cmd, times, subsets)

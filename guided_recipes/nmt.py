@@ -11,6 +11,7 @@ seed, run folder and variant. Each part runs on its own, on any such corpus:
 `scripts/main_job.py` chains them on the real offline corpus.
 """
 import argparse
+import fcntl
 import json
 import os
 import shlex
@@ -128,18 +129,58 @@ def evaluate_command(data: Path, run_dir: Path, preset: Preset, subset: str = "t
             "--max-len-a", "1.2", "--max-len-b", "10", *(["--fp16"] if preset.fp16 else [])]
 
 
-def run_logged(cmd, log_path: Path, echo=True, append=False):
-    """Run a command, streaming its output to the console and to log_path."""
+class PartOver(Exception):
+    """A study part's time is up: the run stopped right after a checkpoint was written and
+    continues from it when the same command is given again."""
+
+
+def run_logged(cmd, log_path: Path, echo=True, append=False, watch=None, env=None):
+    """Run a command, streaming its output to the console and to log_path. `watch(line)` is
+    called on each line; when it returns a reason, the command is stopped (SIGTERM) and the
+    reason returned; None when the command ran to its end."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    stopped = None
     with open(log_path, "a" if append else "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
             log.write(line)
             if echo:
                 sys.stdout.write(line)
+            if watch is not None and stopped is None:
+                stopped = watch(line)
+                if stopped is not None:
+                    log.flush()
+                    proc.terminate()
         proc.wait()
+    if stopped is not None:
+        return stopped
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n  see {log_path}")
+    return None
+
+
+SAVED = "Saved checkpoint "  # fairseq's checkpoint_utils logs it once a checkpoint is complete on disk
+
+
+def stop_after_save_past(deadline):
+    """A run_logged watch: stop at the first checkpoint written after time.time() passes
+    `deadline` (so no update is lost), or None without a deadline."""
+    if deadline is None:
+        return None
+    return lambda line: "part over" if SAVED in line and time.time() > deadline else None
+
+
+def code_version() -> str:
+    """The repository's commit, '+dirty' when tracked files differ from it: what a result
+    is traced to."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
 
 
 def record_command(run_dir: Path, name: str, cmd):
@@ -153,21 +194,46 @@ def run_info(run_dir: Path) -> dict:
 
 
 def train(data: Path, run_dir: Path, variant: str, seed: int, preset: Preset, echo=True, overrides=(),
-          info=None) -> bool:
+          info=None, watch=None, deadline=None) -> bool:
     """Train one run; False when it had finished before (nothing done). An interrupted run
     continues from its checkpoint_last.pt (fairseq's own resume) and appends to its logs.
-    `info` (e.g. a study's setting) is recorded in run.json with the overrides."""
+    `info` (e.g. a study's setting) is recorded in run.json with the overrides, and each
+    attempt with the code's commit and its seconds. `watch(line)` may end the run early
+    as finished (e.g. at a plateau; its reason goes to run.json's 'stopped'). Past
+    `deadline` (time.time()) the run stops after its next checkpoint and PartOver is raised.
+    A run another process is training is left to it (False)."""
     if run_info(run_dir).get("trained"):
         return False
     run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".train.lock", "w") as lock:
+        try:  # a second process of the same study (one a core) takes the next run instead
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if run_info(run_dir).get("trained"):  # finished by the other process meanwhile
+            return False
+        return _train(data, run_dir, variant, seed, preset, echo, overrides, info, watch, deadline)
+
+
+def _train(data, run_dir, variant, seed, preset, echo, overrides, info, watch, deadline) -> bool:
     cmd = train_command(data, run_dir, variant, seed, preset, overrides)
     (run_dir / "commands.sh").write_text("")
     record_command(run_dir, f"train {variant} seed {seed}", cmd)
     start = time.time()
-    run_logged(cmd, run_dir / "train.stdout", echo, append=True)
-    info = dict(run_info(run_dir), **(info or {}), variant=variant, seed=seed, preset=preset.name,
-                trained=True, train_seconds=round(time.time() - start, 1),
-                **({"overrides": list(overrides)} if overrides else {}))
+    part = stop_after_save_past(deadline)
+    both = (lambda line: (watch(line) if watch else None) or (part(line) if part else None))
+    stopped = run_logged(cmd, run_dir / "train.stdout", echo, append=True,
+                         watch=both if (watch or part) else None)
+    previous = run_info(run_dir)
+    attempts = previous.get("attempts", []) + [{"commit": code_version(), "seconds": round(time.time() - start, 1),
+                                                **({"stopped": stopped} if stopped else {})}]
+    info = dict(previous, **(info or {}), variant=variant, seed=seed, preset=preset.name, attempts=attempts,
+                commit=attempts[-1]["commit"], **({"overrides": list(overrides)} if overrides else {}))
+    if stopped == "part over":
+        (run_dir / "run.json").write_text(json.dumps(info, indent=1))
+        raise PartOver(f"{run_dir} stopped after its checkpoint; the same command continues it")
+    info.update(trained=True, train_seconds=round(sum(a["seconds"] for a in attempts), 1),
+                **({"stopped": stopped} if stopped else {}))
     (run_dir / "run.json").write_text(json.dumps(info, indent=1))
     return True
 
