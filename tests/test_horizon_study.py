@@ -56,7 +56,7 @@ def paired_expected(base_run, other_run, raw):
 
 
 def test_guidance_study_rows_pairs_and_choice(root):
-    report, study = root / "runs" / "report", root / "runs" / "study_guidance-tiny"
+    report, study = root / "runs" / "report", root / "study_guidance-tiny"
     data = json.loads((report / "guidance.json").read_text())
     assert [r["setting"] for r in data["rows"]] == ["base", *GUIDED]
     raw = root / "data" / "raw"
@@ -98,7 +98,7 @@ def test_calibration_stops_at_the_plateau_it_computes(calibrated):
     root, stdout = calibrated
     report = root / "runs" / "report"
     data = json.loads((report / "calibration.json").read_text())
-    run = root / "runs" / "study_calibration-tiny" / "base-calibration-seed1"
+    run = root / "study_calibration-tiny" / "base-calibration-seed1"
     rows = [(int(r["num_updates"]), float(r["bleu"])) for r in log_rows(run / "train.log", "valid")]
     assert [(p["update"], p["bleu"]) for p in data["curve"]] == rows
     expected = next(u for u, _ in rows if u - 4 in dict(rows) and
@@ -113,7 +113,9 @@ def test_horizon_part_stops_then_the_same_command_finishes(calibrated):
     root, _ = calibrated
     stdout = main_job(root, "--study", "horizon", *LONG, "--part-minutes", "0.0001", code=75)
     assert "part over" in stdout and "run the same command again to continue" in stdout
-    stopped = root / "runs" / "study_horizon-tiny" / "beta1-seed1"
+    # base seed 1 is the calibration run (trained): scored past the deadline; base seed 2
+    # starts and stops at its first checkpoint
+    stopped = root / "study_horizon-tiny" / "base-seed2"
     assert info(stopped)["attempts"][0]["stopped"] == "part over" and not info(stopped).get("trained")
     stdout = main_job(root, "--study", "horizon", *LONG)
     assert "Loaded checkpoint" in (stopped / "train.stdout").read_text()
@@ -130,10 +132,10 @@ def test_horizon_report_is_recomputed_from_the_runs(calibrated):
     choice = json.loads((report / "guidance.json").read_text())["choice"]
     assert data["updates"] == horizon and data["guidance"] == choice["setting"]
     assert data["meta_lr"] == pytest.approx(choice["values"]["meta_lr"] * 12 / horizon)
-    study = root / "runs" / "study_horizon-tiny"
+    study = root / "study_horizon-tiny"
     arms = {"base": "base", "beta1": "beta1",
             "alpha+beta1 groups embed,encoder,decoder": "alpha+beta1-groups_embed_encoder_decoder"}
-    calibration_run = root / "runs" / "study_calibration-tiny" / "base-calibration-seed1"
+    calibration_run = root / "study_calibration-tiny" / "base-calibration-seed1"
     raw = root / "data" / "raw"
     for subset in ("test", "test_debian"):
         entry = data["table"]["subsets"][subset]
