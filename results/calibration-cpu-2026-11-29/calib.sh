@@ -3,7 +3,7 @@
 set -u
 name=$1; data=$2; maxupd=$3; shift 3
 evals=(); while [ "$1" != "--" ]; do evals+=("$1"); shift; done; shift
-cd /work/main; out=runs/calib/$name; mkdir -p $out
+cd "$(dirname "$0")/../.."; out=runs/calib/$name; mkdir -p $out
 B=.venv/bin
 if [ ! -f $out/done ]; then
 start=$(date +%s)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # t.sh NAME THREADS EXTRA...
 name=$1; th=$2; shift 2
-cd /work/main; out=runs/tp/$name; rm -rf $out; mkdir -p $out
+cd "$(dirname "$0")/../.."; out=runs/tp/$name; rm -rf $out; mkdir -p $out
 s=$(date +%s.%N)
 OMP_NUM_THREADS=$th MKL_NUM_THREADS=$th .venv/bin/fairseq-train data/libreoffice-de-en/bin --user-dir fairseq_guided --task guided_translation --source-lang de --target-lang en \
   --arch transformer --encoder-normalize-before --decoder-normalize-before --share-all-embeddings \

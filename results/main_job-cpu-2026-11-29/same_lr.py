@@ -1,4 +1,4 @@
-import json, sys
+import json
 from pathlib import Path
 from guided_recipes import tables
 R = Path("runs"); raw = Path("data/libreoffice-de-en/raw")
@@ -13,4 +13,5 @@ for k, c in out.items():
     d = c["delta"]
     print(f"{k}: {d['mean']:+.2f} (sd {d['sd']:.2f}, 95% CI [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]), per seed "
           + ", ".join(f"{v['delta']:+.2f} (p {v['p']:.3f})" for v in c["per_seed"].values()) + f"; pooled paired bootstrap p {c['pooled']['p']:.3f}")
-json.dump(out, sys.stdout if False else open("/work/same_lr.json", "w"), indent=1, default=str)
+# run from the repository root: python results/main_job-cpu-2026-11-29/same_lr.py
+json.dump(out, open(Path(__file__).parent / "lr_sensitivity_same_lr.json", "w"), indent=1, default=str)
