@@ -57,7 +57,7 @@ def cpu_references(tmp_path_factory):
 
 
 def committed_runs():
-    for info in sorted(RESULTS.glob("main_job-cpu-*/runs/**/run.json")):
+    for info in sorted(RESULTS.glob("*-cpu-*/runs/**/run.json")):
         data = json.loads(info.read_text())
         for subset in ("test", "test_debian"):
             if nmt.bleu_key(subset) in data and (info.parent / f"{subset}.hyp.en").is_file():

@@ -1,0 +1,6 @@
+# train beta1 seed 1
+$REPO/.venv/bin/fairseq-hydra-train --config-dir $REPO/configs/nmt --config-name cpu task.data=$REPO/data/libreoffice-de-en/bin common.user_dir=$REPO/fairseq_guided task.source_lang=de task.target_lang=en common.seed=1 checkpoint.save_dir=$REPO/runs/study_guidance-cpu/beta1-seed1/checkpoints common.log_file=$REPO/runs/study_guidance-cpu/beta1-seed1/train.log hydra.run.dir=$REPO/runs/study_guidance-cpu/beta1-seed1 hydra.output_subdir=null optimizer.guided_hparams=beta1
+# evaluate on test (hypotheses sorted by id, scored by sacrebleu against raw/test.en)
+$REPO/.venv/bin/fairseq-generate $REPO/data/libreoffice-de-en/bin --user-dir $REPO/fairseq_guided --source-lang de --target-lang en --path $REPO/runs/study_guidance-cpu/beta1-seed1/checkpoints/checkpoint_last.pt --gen-subset test --beam 4 --batch-size 128 --post-process sentencepiece --required-batch-size-multiple 1 --max-len-a 1.2 --max-len-b 10
+# evaluate on valid (hypotheses sorted by id, scored by sacrebleu against raw/valid.en)
+$REPO/.venv/bin/fairseq-generate $REPO/data/libreoffice-de-en/bin --user-dir $REPO/fairseq_guided --source-lang de --target-lang en --path $REPO/runs/study_guidance-cpu/beta1-seed1/checkpoints/checkpoint_last.pt --gen-subset valid --beam 4 --batch-size 128 --post-process sentencepiece --required-batch-size-multiple 1 --max-len-a 1.2 --max-len-b 10
