@@ -11,6 +11,7 @@ import glob
 import logging
 import math
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -95,15 +96,63 @@ def validate_guidance_config(cfg) -> None:
         raise ValueError("set --guidance-max-tokens or --guidance-batch-size (or --max-tokens)")
 
 
-def check_split_files(data: str, split: str) -> None:
-    """Name an empty binarized file of `split` (an interrupted fairseq-preprocess or copy)
-    before fairseq's loader fails with "cannot mmap an empty file"."""
+def check_split_files(data: str, split: str, dictionaries=None) -> None:
+    """Name a binarized file of `split` that does not match the corpus before fairseq's
+    loader reads it: empty (an interrupted fairseq-preprocess or copy: "cannot mmap an empty
+    file"), shorter or longer than its index says (a cut copy: the missing sentences would
+    fail only when a guidance batch first draws them), or holding token ids beyond the
+    dictionary (binarized with another one: an embedding lookup error at the first meta
+    step). `dictionaries`: {language: Dictionary}, with None for a monolingual split."""
     for folder in str(data).split(":"):
         for path in sorted(glob.glob(os.path.join(folder, f"{split}.*bin")) +
                            glob.glob(os.path.join(folder, f"{split}.*idx"))):
             if os.path.getsize(path) == 0:
                 raise ValueError(f"--guidance-subset {split!r}: {path} is empty (0 bytes); binarize "
                                  f"the split again with fairseq-preprocess")
+        for index in sorted(glob.glob(os.path.join(folder, f"{split}.*idx"))):
+            prefix = index[:-len(".idx")]
+            if os.path.exists(prefix + ".bin"):
+                tokens = _tokens_matching_index(prefix, split)
+                stem = os.path.basename(prefix)
+                lang = None if stem == split else stem.rsplit(".", 1)[-1]
+                dictionary = (dictionaries or {}).get(lang)
+                if dictionary is not None and len(tokens) and int(tokens.max()) >= len(dictionary):
+                    name = "dict.txt" if lang is None else f"dict.{lang}.txt"
+                    raise ValueError(
+                        f"--guidance-subset {split!r}: {prefix}.bin holds token id {int(tokens.max())}, "
+                        f"but the dictionary ({os.path.join(folder, name)}) has {len(dictionary)} "
+                        f"entries: the split was binarized with another dictionary; binarize it again "
+                        f"with this one (fairseq-preprocess --srcdict/--tgtdict)")
+
+
+def _tokens_matching_index(prefix: str, split: str) -> np.ndarray:
+    """The token ids of a binarized file (memory-mapped), after checking that its size is
+    the one its index describes."""
+    from fairseq.data import indexed_dataset
+
+    impl = indexed_dataset.infer_dataset_impl(prefix)
+    try:
+        if impl == "mmap":
+            index = indexed_dataset.MMapIndexedDataset.Index(prefix + ".idx")
+            itemsize, count = np.dtype(index.dtype).itemsize, len(index)
+            end = int(index[count - 1][0]) + int(index[count - 1][1]) * itemsize if count else 0
+            dtype = index.dtype
+        elif impl in ("cached", "lazy"):
+            index = indexed_dataset.IndexedDataset(prefix)
+            itemsize, count, dtype = index.element_size, len(index), index.dtype
+            end = int(index.data_offsets[-1]) * itemsize
+        else:
+            return np.zeros(0, dtype=np.int64)  # raw text, or formats fairseq checks itself
+    except (AssertionError, ValueError, KeyError, struct.error) as e:
+        raise ValueError(f"--guidance-subset {split!r}: {prefix}.idx is not a readable fairseq index "
+                         f"({type(e).__name__}: {e}); binarize the split again with fairseq-preprocess") from None
+    size = os.path.getsize(prefix + ".bin")
+    if size != end:
+        raise ValueError(
+            f"--guidance-subset {split!r}: {prefix}.bin has {size} bytes, but its index {prefix}.idx "
+            f"describes {count} sentences in {end} bytes (a cut copy, or the index of another "
+            f"binarization); binarize the split again with fairseq-preprocess")
+    return np.memmap(prefix + ".bin", dtype=dtype, mode="r") if size else np.zeros(0, dtype=np.int64)
 
 
 def check_guidance_fits(task, cfg) -> None:
@@ -364,6 +413,8 @@ class GuidanceRunner:
         guided.learned.meta_step(hypergrad)
         metrics.log_scalar("hgrad_nonfinite", guided.learned.nonfinite_count.sum(), weight=0, round=0,
                            priority=840)
+        metrics.log_scalar("meta_skipped", guided.learned.skipped_count.sum(), weight=0, round=0,
+                           priority=841)
 
     def _log_values(self, guided):
         for key, value in _per_value(guided.learned, guided.learned.values()):

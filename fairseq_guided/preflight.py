@@ -2,14 +2,18 @@
 
 Installed by wrapping `fairseq.checkpoint_utils.load_checkpoint`, the one call
 fairseq_cli.train makes after building the trainer and before the first update (it has
-the whole config and the trainer):
+the whole config and the trainer). Only for a guided run (a guided task or optimizer): a
+stock run with the plugin imported gets fairseq's own load_checkpoint and nothing else,
+for any config fairseq accepts. For a guided run:
 - a lock on --save-dir, so that a second run on the same directory is refused (naming the
   holder's PID) instead of interleaving its checkpoints with the first;
 - a guided optimizer that learns values under a task without the guidance step (it would
   learn nothing and say nothing);
 - the checkpoint it resumes from is verified before loading: a torch checkpoint is a zip
   file whose every record carries a CRC32, so a truncated or bit-flipped file is refused,
-  naming it, instead of loading garbage that shows up updates later as NaN.
+  naming it, instead of loading garbage that shows up updates later as NaN;
+- learned state in it that cannot be resumed (hypergrad.hyperparams.LearnedStateError) is
+  refused naming the file, and --reset-optimizer, which drops the learned values, says so.
 
 A resume whose checkpoint_last.pt is unreadable stops and names the newest readable
 checkpoint; it never falls back on its own: silently redoing updates from an older file
@@ -20,10 +24,15 @@ from __future__ import annotations
 import fcntl
 import functools
 import glob
+import logging
 import os
 import zipfile
 
 import torch
+
+from .hypergrad.hyperparams import LearnedStateError
+
+logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".fairseq_guided.lock"
 _held_locks = {}  # save dir -> open lock file, held (flock) for the life of the process
@@ -102,16 +111,20 @@ def newest_readable_checkpoint(save_dir: str, suffix: str = "", exclude=()):
 
 def resume_path(cfg, suffix: str):
     """The checkpoint fairseq's load_checkpoint will read, and whether it is the default
-    checkpoint_last.pt (fairseq starts afresh when that one is absent)."""
-    if cfg.restore_file == "checkpoint_last.pt":
-        last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
-        if os.path.exists(last):
+    checkpoint_last.pt (fairseq starts afresh when that one is absent); (None, ...) when
+    the config names none this can find (fairseq's own load reports on such configs)."""
+    restore, save_dir = getattr(cfg, "restore_file", None), getattr(cfg, "save_dir", None)
+    if not isinstance(restore, str):
+        return None, False
+    if restore == "checkpoint_last.pt":
+        last = os.path.join(save_dir, f"checkpoint_last{suffix}.pt") if isinstance(save_dir, str) else None
+        if last is not None and os.path.exists(last):
             return last, True
-        for other in (getattr(cfg, "continue_once", None), cfg.finetune_from_model):
+        for other in (getattr(cfg, "continue_once", None), getattr(cfg, "finetune_from_model", None)):
             if other:
                 return other, False
         return None, True
-    return cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file, False
+    return restore.replace(".pt", suffix + ".pt") if suffix else restore, False
 
 
 def verify_resume_checkpoint(cfg, suffix: str = "") -> None:
@@ -148,11 +161,35 @@ def check_task_learns(cfg, task) -> None:
             f"guided_span_corruption, or drop --guided-hparams")
 
 
+def is_guided_run(trainer) -> bool:
+    from .guidance import GuidedTaskMixin
+
+    name = getattr(getattr(trainer.cfg, "optimizer", None), "_name", None)
+    return isinstance(trainer.task, GuidedTaskMixin) or (isinstance(name, str) and name.startswith("guided_"))
+
+
+def say_learned_values_reset(cfg, trainer, path) -> None:
+    hparams = str(getattr(getattr(trainer.cfg, "optimizer", None), "guided_hparams", "") or "").strip()
+    if not hparams or path is None or not os.path.exists(path):
+        return
+    if getattr(cfg, "reset_optimizer", False):
+        flag = "--reset-optimizer"
+    elif path == getattr(cfg, "finetune_from_model", None):
+        flag = "--finetune-from-model (it resets the optimizer)"
+    else:
+        return
+    logger.warning(f"{flag}: the learned values ({hparams}) and their meta-optimizer state start "
+                   f"afresh from their initial values; those in {path} are not loaded")
+
+
 def before_training(cfg, trainer) -> None:
     check_task_learns(trainer.cfg, trainer.task)
-    if trainer.should_save_checkpoint_on_current_rank and not cfg.no_save:
-        lock_save_dir(cfg.save_dir)
+    save_dir = getattr(cfg, "save_dir", None)
+    if trainer.should_save_checkpoint_on_current_rank and not getattr(cfg, "no_save", False) \
+            and isinstance(save_dir, str):
+        lock_save_dir(save_dir)
     verify_resume_checkpoint(cfg, trainer.checkpoint_suffix)
+    say_learned_values_reset(cfg, trainer, resume_path(cfg, trainer.checkpoint_suffix)[0])
 
 
 def install() -> None:
@@ -164,8 +201,14 @@ def install() -> None:
 
     @functools.wraps(original)
     def load_checkpoint(cfg, trainer, **passthrough_args):
+        if not is_guided_run(trainer):
+            return original(cfg, trainer, **passthrough_args)
         before_training(cfg, trainer)
-        return original(cfg, trainer, **passthrough_args)
+        try:
+            return original(cfg, trainer, **passthrough_args)
+        except LearnedStateError as e:
+            path = resume_path(cfg, trainer.checkpoint_suffix)[0] or "the checkpoint"
+            raise CheckpointError(f"cannot resume from {path}: {e}") from None
 
     load_checkpoint._fairseq_guided = True
     checkpoint_utils.load_checkpoint = load_checkpoint

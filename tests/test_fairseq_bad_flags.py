@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import run, train_cmd
+from conftest import BIN, run, train_cmd
 
 CASES = {
     "unknown-name": (["--optimizer", "guided_adam", "--guided-hparams", "alpha,gamma"],
@@ -39,6 +39,14 @@ CASES = {
     "steepness-of-unlearned": (["--optimizer", "guided_adam", "--guided-hparams", "alpha",
                                 "--guided-steepness", "beta1=2"],
                                ["--guided-steepness: beta1 is not learned"]),
+    # issue 25, item 2: each of these ran to exit 0 with the flag doing nothing
+    "alpha-init-with-alpha-not-learned": (["--optimizer", "guided_adam", "--guided-hparams", "beta1",
+                                           "--guided-alpha-init", "0.01"],
+                                          ["--guided-alpha-init 0.01 has no effect: alpha is not learned"]),
+    "alpha-init-learning-nothing": (["--optimizer", "guided_adam", "--guided-alpha-init", "0.01"],
+                                    ["--guided-alpha-init 0.01 has no effect: alpha is not learned"]),
+    "hparams-only-whitespace": (["--optimizer", "guided_adam", "--guided-hparams", " "],
+                                ["--guided-hparams (for guided_adam): ' ' is only whitespace"]),
     # issue 15, case 5: fairseq's batching assertion one update in, before
     "guidance-max-tokens-below-every-example": (
         ["--optimizer", "guided_adam", "--guided-hparams", "alpha", "--guidance-max-tokens", "2"],
@@ -79,3 +87,44 @@ def test_empty_guide_bin_is_named(tiny_corpus, tmp_path):
                         "--guided-hparams", "alpha", "--max-update", "5"))
     assert out.returncode != 0 and "num_updates" not in out.stdout
     assert f"{data / 'guide.src-tgt.src.bin'} is empty (0 bytes)" in out.stdout, out.stdout[-2000:]
+
+
+GUIDE_BIN = "guide.src-tgt.tgt.bin"
+
+
+@pytest.mark.parametrize("cut", ["half", "30-bytes"])
+def test_truncated_guide_bin_is_named(tiny_corpus, tmp_path, cut):
+    """Issue 25, item 4: a cut copy of the guide split used to load, and failed only when a
+    guidance batch first drew one of the missing sentences."""
+    data = tmp_path / "bin"
+    shutil.copytree(tiny_corpus, data)
+    whole = (data / GUIDE_BIN).read_bytes()
+    keep = len(whole) // 2 if cut == "half" else len(whole) - 30
+    (data / GUIDE_BIN).write_bytes(whole[:keep])
+    out = run(train_cmd(data, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.001",
+                        "--guided-hparams", "alpha", "--max-update", "5"))
+    assert out.returncode != 0 and "num_updates" not in out.stdout
+    assert (f"{data / GUIDE_BIN} has {keep} bytes, but its index {data / 'guide.src-tgt.tgt.idx'} "
+            f"describes 100 sentences in {len(whole)} bytes") in out.stdout, out.stdout[-2000:]
+
+
+def test_guide_binarized_with_another_dictionary_is_named(tiny_corpus, tmp_path):
+    """Issue 25, item 4: token ids past the dictionary used to fail at the first meta step,
+    in the embedding lookup, naming no file."""
+    words = (tiny_corpus / "dict.src.txt").read_text()
+    bigger = tmp_path / "dict.bigger.txt"  # 50 more types, ranked first: every id shifts by 50
+    bigger.write_text("".join(f"extra{i} 1000000\n" for i in range(50)) + words)
+    other = tmp_path / "other"
+    done = run([BIN / "fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt",
+                "--validpref", tiny_corpus.parent / "guide", "--srcdict", bigger, "--tgtdict", bigger,
+                "--destdir", other, "--workers", "1"])
+    assert done.returncode == 0, done.stdout[-2000:]
+    data = tmp_path / "bin"
+    shutil.copytree(tiny_corpus, data)
+    for f in other.glob("valid.*"):
+        shutil.copy(f, data / f.name.replace("valid", "guide", 1))
+    out = run(train_cmd(data, tmp_path / "ckpt", "--optimizer", "guided_adam", "--lr", "0.001",
+                        "--guided-hparams", "alpha", "--max-update", "5"))
+    assert out.returncode != 0 and "num_updates" not in out.stdout
+    assert f"{data / 'guide.src-tgt.src.bin'} holds token id " in out.stdout, out.stdout[-2000:]
+    assert f"but the dictionary ({data / 'dict.src.txt'}) has " in out.stdout

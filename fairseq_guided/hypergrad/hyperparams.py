@@ -32,7 +32,11 @@ PARAMETERISATION = {
 
 def parse_name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     """'alpha,beta1' -> ['alpha', 'beta1'], refusing unknown or repeated names."""
-    items = [n.strip() for n in str(text or "").split(",")] if str(text or "").strip() else []
+    text = str(text or "")
+    if text and not text.strip():  # a blank from a script's unset variable: learns nothing silently
+        raise ValueError(f"{flag}: {text!r} is only whitespace; list names like 'alpha,beta1', or "
+                         f"leave the flag out to learn nothing")
+    items = [n.strip() for n in text.split(",")] if text.strip() else []
     if "" in items:  # ',' or 'alpha,,beta1' would silently learn less than asked for
         raise ValueError(f"{flag}: an empty name in {text!r}; list names like 'alpha,beta1', or "
                          f"leave the flag out to learn nothing")
@@ -106,6 +110,28 @@ def values_and_slopes(raw: torch.Tensor, kinds: list[str], steepness: torch.Tens
     return torch.stack(values, dim=-1), torch.stack(slopes, dim=-1)
 
 
+def usable(values: torch.Tensor, kinds: list[str]) -> torch.Tensor:
+    """Elementwise: is each value finite and inside the range its parameterisation maps
+    onto (the range an initial value must be in)? At an edge (alpha = exp(r) underflowed
+    to 0, a beta saturated at 0 or 1 - 1e-5) the slope is 0, so the value could never move
+    back."""
+    ok = []
+    for i, kind in enumerate(kinds):
+        v = values[..., i]
+        if kind == "exp":
+            ok.append(torch.isfinite(v) & (v > 0))
+        elif kind == "sigmoid":
+            ok.append((v > 0) & (v < BETA_SCALE))
+        else:
+            ok.append(torch.isfinite(v) & (v >= 0))
+    return torch.stack(ok, dim=-1)
+
+
+class LearnedStateError(ValueError):
+    """A checkpoint's learned state that cannot be resumed from; the message names the entry
+    (the caller adds the file)."""
+
+
 @dataclass
 class MetaAdamConfig:
     lr: float = 3e-5
@@ -144,6 +170,7 @@ class LearnedHyperParams:
         self.exp_avg_sq = torch.zeros(shape, **f64)
         self.steps = torch.zeros(shape, **f64)  # per value: a skipped (non-finite) step does not count
         self.nonfinite_count = torch.zeros(shape, **f64)
+        self.skipped_count = torch.zeros(shape, **f64)  # steps that would have broken a value
         self._nonneg = torch.tensor([kind == "nonneg_linear" for kind in self.kinds], device=dev)
         self._refresh()
 
@@ -186,7 +213,8 @@ class LearnedHyperParams:
         self._refresh()
 
     def to(self, device):
-        for key in ("steepness", "raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count", "_nonneg"):
+        for key in ("steepness", "raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count", "skipped_count",
+                    "_nonneg"):
             setattr(self, key, getattr(self, key).to(device))
         self._refresh()
         return self
@@ -195,7 +223,9 @@ class LearnedHyperParams:
         """One Adam step on the raw values given d L_guide / d value (shape (K,)).
 
         A non-finite entry leaves that value, its moments and its step count untouched and
-        is counted in `nonfinite_count`.
+        is counted in `nonfinite_count`; so does a step that would leave a value or a moment
+        non-finite, or a value at the edge of its range (see `usable`), counted in
+        `skipped_count`.
         """
         if not self.names:
             return
@@ -215,10 +245,19 @@ class LearnedHyperParams:
         v_hat = exp_avg_sq / (1 - m.beta2**safe_steps)
         raw = torch.where(finite, self.raw - m.lr * m_hat / (v_hat.sqrt() + m.eps), self.raw)
         # built once: a host-to-device copy per meta step would cost a sync on CUDA
-        self.raw = torch.where(self._nonneg, raw.clamp(min=0), raw)
-        self.exp_avg, self.exp_avg_sq, self.steps = exp_avg, exp_avg_sq, steps
+        raw = torch.where(self._nonneg, raw.clamp(min=0), raw)
+        values, slopes = values_and_slopes(raw, self.kinds, self.steepness)
+        # checked on the device, without a host sync: an inf alpha would make every
+        # parameter NaN at the next update (and be checkpointed)
+        ok = finite & usable(values, self.kinds) & torch.isfinite(exp_avg) & torch.isfinite(exp_avg_sq)
+        self.raw = torch.where(ok, raw, self.raw)
+        self.exp_avg = torch.where(ok, exp_avg, self.exp_avg)
+        self.exp_avg_sq = torch.where(ok, exp_avg_sq, self.exp_avg_sq)
+        self.steps = torch.where(ok, steps, self.steps)
         self.nonfinite_count = self.nonfinite_count + (~finite).to(self.steps.dtype)
-        self._refresh()
+        self.skipped_count = self.skipped_count + (finite & ~ok).to(self.steps.dtype)
+        self._values = torch.where(ok, values, self._values)
+        self._slopes = torch.where(ok, slopes, self._slopes)
 
     def state_dict(self) -> dict:
         # global values keep the layout of checkpoints written before groups existed
@@ -231,26 +270,17 @@ class LearnedHyperParams:
             "exp_avg_sq": self.exp_avg_sq.cpu(),
             "steps": self.steps.cpu(),
             "nonfinite_count": self.nonfinite_count.cpu(),
+            "skipped_count": self.skipped_count.cpu(),
             "steepness": self.steepness.cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if list(state["names"]) != self.names:
-            raise ValueError(
-                f"checkpoint learns hyper-parameters {state['names']} but --guided-hparams asks "
-                f"for {self.names}; use the same list, or --reset-optimizer to start them afresh"
-            )
-        if state.get("groups") != self.groups:
-            def said(groups):
-                return "one global value each" if groups is None else f"one value per group {groups}"
-            raise ValueError(
-                f"checkpoint learns {said(state.get('groups'))} but --guided-groups asks for "
-                f"{said(self.groups)}; resume with the checkpoint's --guided-groups, or "
-                f"--reset-optimizer to start the values afresh"
-            )
+        self.check_state(state)
         dev = self.device
-        for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count"):
-            setattr(self, key, state[key].to(device=dev, dtype=torch.float64))
+        self.skipped_count = torch.zeros_like(self.raw)  # absent from older checkpoints
+        for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count", "skipped_count"):
+            if key in state:
+                setattr(self, key, state[key].to(device=dev, dtype=torch.float64))
         # The steepness comes from the command line and is a meta-lr multiplier: a changed
         # --guided-steepness must keep the learned values. Every parameterisation acts on
         # s * raw, so raw' = raw * s_old / s_new; the raw-space hypergradient scales by
@@ -262,3 +292,57 @@ class LearnedHyperParams:
             self.exp_avg = self.exp_avg / ratio
             self.exp_avg_sq = self.exp_avg_sq / ratio**2
         self._refresh()
+
+    def check_state(self, state) -> None:
+        """Refuse a checkpoint's learned state this run cannot continue from, naming the
+        entry: another list of names or groups, a missing or misshapen tensor, or values
+        and moments a meta step never leaves (non-finite, out of range)."""
+        def fail(entry, why):
+            raise LearnedStateError(f"guided_hyper[{entry!r}] {why}; resume from a checkpoint whose "
+                                    f"learned state is whole, or pass --reset-optimizer to start the "
+                                    f"optimizer and the learned values afresh")
+
+        if not isinstance(state, dict):
+            raise LearnedStateError(f"guided_hyper is a {type(state).__name__}, not a dict; pass "
+                                    f"--reset-optimizer to start the learned values afresh")
+        if "names" not in state:
+            fail("names", "is missing")
+        if list(state["names"]) != self.names:
+            raise LearnedStateError(
+                f"checkpoint learns hyper-parameters {state['names']} but --guided-hparams asks "
+                f"for {self.names}; use the same list, or --reset-optimizer to start them afresh"
+            )
+        if state.get("groups") != self.groups:
+            def said(groups):
+                return "one global value each" if groups is None else f"one value per group {groups}"
+            raise LearnedStateError(
+                f"checkpoint learns {said(state.get('groups'))} but --guided-groups asks for "
+                f"{said(self.groups)}; resume with the checkpoint's --guided-groups, or "
+                f"--reset-optimizer to start the values afresh"
+            )
+        shapes = {key: self.shape for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count")}
+        shapes.update({key: shape for key, shape in (("skipped_count", self.shape),
+                                                     ("steepness", (len(self.names),))) if key in state})
+        for key, shape in shapes.items():
+            t = state.get(key)
+            if t is None:
+                fail(key, "is missing")
+            if not torch.is_tensor(t):
+                fail(key, f"is a {type(t).__name__}, not a tensor")
+            if tuple(t.shape) != shape:
+                fail(key, f"has shape {tuple(t.shape)}, but this run learns {', '.join(self.names)}"
+                          f"{'' if self.groups is None else ' per group'} (shape {shape})")
+            if not torch.isfinite(t).all():
+                fail(key, f"is not finite ({t.tolist()})")
+            if key != "raw" and key != "exp_avg" and not (t >= 0).all():
+                fail(key, f"has a negative entry ({t.tolist()})")
+        if not self.names:
+            return
+        steepness = state.get("steepness", self.steepness.cpu()).double()
+        if not (steepness > 0).all():
+            fail("steepness", f"is not > 0 ({steepness.tolist()})")
+        values, _ = values_and_slopes(state["raw"].double().cpu(), self.kinds, steepness)
+        ok = usable(values, self.kinds)
+        if not ok.all():
+            i = int((~ok).nonzero()[0][-1])
+            fail("raw", f"gives {self.names[i]} = {values[..., i].tolist()}, outside its range")

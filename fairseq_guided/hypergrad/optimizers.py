@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import adafactor, adam, lamb
-from .hyperparams import LearnedHyperParams
+from .hyperparams import LearnedHyperParams, LearnedStateError
 
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -231,6 +231,13 @@ class GuidedOptimizerBase(torch.optim.Optimizer):
         hyper = state_dict.pop("guided_hyper", None)
         last_lrs = state_dict.pop("guided_last_step_lrs", None)
         check_same_grouping(state_dict.pop("guided_grouping", None), self.grouping_record)
+        if hyper is None and self.learned.names:  # resuming would restart them silently
+            raise LearnedStateError(
+                f"the optimizer state has no guided_hyper entry, but this run learns "
+                f"{', '.join(self.learned.names)}; resume from a checkpoint of a guided run, or pass "
+                f"--reset-optimizer to start the values afresh")
+        if hyper is not None:
+            self.learned.check_state(hyper)  # before torch's load changes anything
         super().load_state_dict(state_dict)
         if hyper is not None:
             self.learned.load_state_dict(hyper)
@@ -405,9 +412,9 @@ def check_same_grouping(saved, current):
             why = (f"; the same groups now hold other parameters ({len(moved) + len(gone)} differ, "
                    f"e.g. {example}: {saved['assignment'].get(example)} -> "
                    f"{current['assignment'].get(example)})")
-    raise ValueError(f"the checkpoint was trained with {said(saved)} but this run has "
-                     f"{said(current)}{why}; resume with the checkpoint's --guided-groups, or pass "
-                     f"--reset-optimizer to start the optimizer and the learned values afresh")
+    raise LearnedStateError(f"the checkpoint was trained with {said(saved)} but this run has "
+                            f"{said(current)}{why}; resume with the checkpoint's --guided-groups, or pass "
+                            f"--reset-optimizer to start the optimizer and the learned values afresh")
 
 
 def _advance_steps(states):

@@ -23,7 +23,8 @@ class GuidedHyperConfig(FairseqDataclass):
                   "weight_decay. A learned value starts from the optimizer's own setting."},
     )
     guided_alpha_init: float = field(
-        default=1.0, metadata={"help": "initial alpha (multiplies the scheduled lr); > 0"}
+        default=1.0, metadata={"help": "initial alpha (multiplies the scheduled lr); > 0. Only "
+                              "with alpha in --guided-hparams (else it would change nothing)"}
     )
     guided_meta_lr: float = field(
         default=3e-5, metadata={"help": "learning rate of the Adam meta-optimizer (the paper's "
@@ -95,6 +96,10 @@ def build_learned(cfg, learnable: tuple[str, ...], initial_values: dict[str, flo
         if not (s > 0 and math.isfinite(s)):
             raise ValueError(f"--guided-steepness: {name}={s} must be > 0")
         steepness[name] = s
+    if "alpha" not in names and cfg.guided_alpha_init != 1.0:  # it would leave the lr unchanged
+        raise ValueError(f"--guided-alpha-init {cfg.guided_alpha_init} has no effect: alpha is not "
+                         f"learned (--guided-hparams {cfg.guided_hparams!r}); add alpha to "
+                         f"--guided-hparams, or drop --guided-alpha-init and scale --lr instead")
     init = dict(initial_values, alpha=cfg.guided_alpha_init)
     for name in names:
         if init.get(name) is None:

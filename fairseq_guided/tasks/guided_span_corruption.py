@@ -114,7 +114,7 @@ class GuidedSpanCorruptionTask(GuidedTaskMixin, FairseqTask):
         logger.info(f"dictionary: {len(task.dictionary)} types, {len(task.sentinel_ids)} sentinels; "
                     f"blocks of {task.block_length} tokens -> inputs of {cfg.inputs_length}")
         if cfg.guidance_source == "heldout":
-            check_split_files(cfg.data, cfg.guidance_subset)
+            check_split_files(cfg.data, cfg.guidance_subset, {None: task.dictionary})
             task.load_dataset(cfg.guidance_subset)  # fail now, not at the first update
             if len(task.dataset(cfg.guidance_subset)) == 0:
                 raise ValueError(f"--guidance-subset {cfg.guidance_subset!r} is empty")

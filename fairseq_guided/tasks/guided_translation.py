@@ -34,7 +34,8 @@ class GuidedTranslationTask(GuidedTaskMixin, TranslationTask):
         validate_guidance_config(cfg)
         task = super().setup_task(cfg, **kwargs)
         if cfg.guidance_source == "heldout":
-            check_split_files(cfg.data, cfg.guidance_subset)
+            check_split_files(cfg.data, cfg.guidance_subset,
+                              {cfg.source_lang: task.src_dict, cfg.target_lang: task.tgt_dict})
             try:  # fail now, not at the first update
                 task.load_dataset(cfg.guidance_subset, combine=False, epoch=1)
             except FileNotFoundError as e:
