@@ -260,15 +260,21 @@ def guidance_report(plan, raw: Path, tgt: str) -> dict:
             row["vs_base"] = tables.compare(test["base"], test[name], raw, "test", tgt)
         rows.append(row)
     guided = [r for r in rows if r["setting"] != "base" and "valid" in r]
+    # a mean over fewer seeds is no match for one over all of them: choose when every guided
+    # setting has every seed of the plan scored on valid
+    planned = {s.name: {seed for t, seed, _ in plan if t.name == s.name} for s, _, _ in plan if s.variant != "base"}
+    complete = all(set(valid.get(name, {})) == seeds for name, seeds in planned.items())
     choice = None
-    if guided:
+    if guided and complete:
         pick = max(guided, key=lambda r: r["valid"]["mean"])
         means = ", ".join(f"{r['setting']} {r['valid']['mean']:.2f}" for r in guided)
         choice = {"setting": pick["setting"], "values": pick["values"], "overrides": pick["overrides"],
                   "valid_mean": pick["valid"]["mean"],
                   "why": f"the highest mean validation BLEU over seeds among the guided settings ({means}); "
                          "test BLEU played no part"}
-    return {"rows": rows, "choice": choice, "method": tables.METHOD}
+    pending = sorted(f"{name} ({len(seeds - set(valid.get(name, {})))} seed(s))" for name, seeds in planned.items()
+                     if seeds - set(valid.get(name, {})))
+    return {"rows": rows, "choice": choice, "pending": pending, "method": tables.METHOD}
 
 
 def guidance_markdown(data) -> str:
@@ -290,6 +296,9 @@ def guidance_markdown(data) -> str:
                    f"{r['train_seconds']['mean']:.0f} |")
     if data["choice"]:
         out += ["", f"Chosen for the horizon study: **{data['choice']['setting']}**, {data['choice']['why']}."]
+    elif data.get("pending"):
+        out += ["", "No choice yet: not every guided setting has all its seeds scored on valid (missing: "
+                + ", ".join(data["pending"]) + ")."]
     return "\n".join(out + ["", data["method"]]) + "\n"
 
 

@@ -167,3 +167,34 @@ def test_horizon_report_is_recomputed_from_the_runs(calibrated):
     assert [r["arm"] for r in data["side_by_side"]] == list(arms)
     findings = (report / "findings.md").read_text()
     assert "**Claim 1 at the plateau**" in findings and f"at {horizon} updates" in findings
+
+
+def test_no_guidance_choice_until_every_guided_setting_has_every_seed(tmp_path):
+    """A mean over fewer seeds is not compared with one over all of them (a part can end
+    with a setting half done)."""
+    from guided_recipes import horizon
+    from guided_recipes.studies import Setting
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "test.en").write_text("a b c d\ne f g h\n")
+
+    def scored(name, seed, bleu, valid=None):
+        folder = tmp_path / f"{name}-seed{seed}"
+        folder.mkdir()
+        (folder / "test.hyp.en").write_text("a b c d\ne f g h\n")
+        (folder / "run.json").write_text(json.dumps({"bleu": bleu, "train_seconds": 1.0,
+                                                     **({"bleu_valid": valid} if valid is not None else {})}))
+        return folder
+
+    base = Setting("base", "guidance", "base", {})
+    a, b = (Setting(n, "guidance", "beta1", {"meta_lr": lr}) for n, lr in (("a", 1.0), ("b", 2.0)))
+    plan = [(base, 1, scored("base", 1, 10.0)), (base, 2, scored("base", 2, 11.0)),
+            (a, 1, scored("a", 1, 10.0, 20.0)), (a, 2, scored("a", 2, 10.0, 20.0)),
+            (b, 1, scored("b", 1, 10.0, 30.0)), (b, 2, tmp_path / "b-seed2-untrained")]
+    data = horizon.guidance_report(plan, raw, "en")
+    assert data["choice"] is None and data["pending"] == ["b (1 seed(s))"]
+    assert "No choice yet" in horizon.guidance_markdown(data)
+    plan[-1] = (b, 2, scored("b", 2, 10.0, 25.0))
+    data = horizon.guidance_report(plan, raw, "en")
+    assert data["choice"]["setting"] == "b" and data["choice"]["valid_mean"] == 27.5 and data["pending"] == []
