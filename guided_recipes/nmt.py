@@ -134,14 +134,14 @@ class PartOver(Exception):
     continues from it when the same command is given again."""
 
 
-def run_logged(cmd, log_path: Path, echo=True, append=False, watch=None, env=None):
+def run_logged(cmd, log_path: Path, echo=True, append=False, watch=None):
     """Run a command, streaming its output to the console and to log_path. `watch(line)` is
     called on each line; when it returns a reason, the command is stopped (SIGTERM) and the
     reason returned; None when the command ran to its end."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stopped = None
     with open(log_path, "a" if append else "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             log.write(line)
             if echo:
