@@ -9,6 +9,7 @@ from . import compat
 compat.allow_fairseq_checkpoint_types()
 compat.make_checkpoint_copies_atomic()
 compat.fix_nan_detector()
+compat.stop_prefetch_threads_at_exit()
 
 from . import optim, preflight, tasks  # noqa: E402,F401 (registration)
 from .tasks import guided_translation  # noqa: E402,F401

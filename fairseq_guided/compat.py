@@ -12,13 +12,24 @@ tests/test_compat.py (and the fault tests of tests/test_faults_*.py).
   output is a dict without a tensor value (fairseq's encoder) makes torch's hook set-up
   raise StopIteration, which replaces fairseq's "gradients are Nan/Inf" report. Its
   backward check is attached to the output tensors instead.
+- fairseq prefetches batches in a daemon thread (BufferedIterator's BackgroundConsumer).
+  When fairseq-train ends while that thread is inside torch (collating the next batch,
+  the GIL released), Python's finalization stops it with pthread_exit as it takes the
+  GIL back; the forced unwind crosses torch's noexcept C++ frames and the process aborts
+  ("terminate called without an active exception", exit -6) after a run that finished.
+  Short runs and runs that end just after an epoch starts hit it. At exit the threads are
+  told to stop after the batch in hand, and drained until they end.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import os
+import queue
 import shutil
+import threading
+import time
 
 import numpy
 import torch
@@ -114,3 +125,31 @@ def fix_nan_detector() -> None:
 
     NanDetector.add_hooks = _nan_detector_add_hooks
     NanDetector._watch_output_grads = _nan_detector_watch_output_grads
+
+
+# -- fairseq's prefetch threads at interpreter exit -----------------------------------------
+def stop_prefetch_threads(timeout: float = 60.0) -> int:
+    """End fairseq's live prefetch threads: each stops after the batch it is making, and
+    its queue is drained so that it is never left blocked in put(). Returns how many were
+    stopped; a thread still busy after `timeout` seconds is left as it is."""
+    from fairseq.data.iterators import BackgroundConsumer
+
+    deadline = time.monotonic() + timeout
+    stopped = 0
+    for thread in threading.enumerate():
+        if not isinstance(thread, BackgroundConsumer) or not thread.is_alive():
+            continue
+        thread._max_len = 0  # its loop breaks after its next put()
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:
+                thread._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        stopped += not thread.is_alive()
+    return stopped
+
+
+def stop_prefetch_threads_at_exit() -> None:
+    # atexit handlers run before finalization starts stopping daemon threads
+    atexit.unregister(stop_prefetch_threads)
+    atexit.register(stop_prefetch_threads)
