@@ -136,6 +136,30 @@ def plateau_watch(run: Path, options):
     return watch
 
 
+def reopen_calibration(run: Path, options) -> bool:
+    """A calibration that reached its cap without a plateau goes on when the cap is raised.
+    The preset's inverse-sqrt schedule does not depend on max_update, so the longer run is
+    this run continued from its last checkpoint. Scores of the shorter run (cached in
+    run.json, which evaluate() would return as the longer run's) move, with their
+    hypotheses, to `at-<update>/` and run.json's 'earlier_scores'."""
+    info = nmt.run_info(run)
+    cap = info.get("cap")
+    if (not info.get("trained") or cap is None or cap >= options["calibration_cap"]
+            or plateau(valid_curve(run), options["plateau_window"], options["plateau_gain"]) is not None):
+        return False
+    scores = {k: info.pop(k) for k in list(info) if k.startswith("bleu")}
+    if scores:
+        keep = run / f"at-{cap}"
+        keep.mkdir(exist_ok=True)
+        for f in list(run.glob("*.hyp.*")) + list(run.glob("generate-*.out")):
+            f.rename(keep / f.name)
+        info["earlier_scores"] = dict(info.get("earlier_scores", {}), **{str(cap): scores})
+    info["trained"] = False
+    info["reopened"] = info.get("reopened", []) + [{"cap": cap, "new_cap": options["calibration_cap"]}]
+    (run / "run.json").write_text(json.dumps(info, indent=1))
+    return True
+
+
 def calibration_report(run: Path, options, preset) -> dict:
     curve = valid_curve(run)
     found = plateau(curve, options["plateau_window"], options["plateau_gain"])

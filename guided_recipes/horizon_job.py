@@ -44,6 +44,8 @@ def run(args, preset, seeds, data: Path, raw: Path, runs: Path, report: Path, ti
     --part-minutes runs out (the same command continues)."""
     plan, study_runs, options = plan_of(args, preset, seeds, runs, report)
     deadline = time.time() + args.part_minutes * 60 if args.part_minutes else None
+    if args.study == "calibration" and horizon.reopen_calibration(plan[0][2], options):
+        say(f"calibration: no plateau by its cap; it goes on to --calibration-cap {options['calibration_cap']}")
     todo = [p for p in plan if not nmt.run_info(p[2]).get("trained")]
     say(f"study {args.study}: {len(plan)} runs ({len(todo)} to train) in {study_runs}"
         + (f"; this part stops after the first checkpoint past {args.part_minutes:g} min" if deadline else ""))
@@ -99,7 +101,8 @@ def calibration_files(plan, raw, tgt, report, options, preset) -> list:
                       f"= {horizon.RULE:g}): {data['meta_lr']:.3g} (the preset's {data['preset_meta_lr']:g} at "
                       f"{preset.max_update} updates)."]
     elif data["failed"]:
-        lines += ["", "**Failed calibration**: no plateau before the cap; the horizon study cannot run on it."]
+        lines += ["", "**Failed calibration**: no plateau before the cap; the horizon study cannot run on it. "
+                      "The same command with a higher --calibration-cap continues the run from its last checkpoint."]
     (report / "calibration.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     if data["curve"]:

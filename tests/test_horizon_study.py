@@ -91,7 +91,19 @@ def test_guidance_study_rows_pairs_and_choice(root):
 
 @pytest.fixture(scope="module")
 def calibrated(root):
+    # a cap of 4 cannot show a plateau over 4 updates: a failed calibration, which a higher
+    # cap continues from its last checkpoint
+    short = [a if a != "12" else "4" for a in LONG]
+    main_job(root, "--study", "calibration", *short)
+    report, run = root / "runs" / "report", root / "study_calibration-tiny" / "base-calibration-seed1"
+    assert json.loads((report / "calibration.json").read_text())["failed"]
+    assert "--calibration-cap continues" in (report / "calibration.md").read_text()
+    assert "run --study calibration first" in main_job(root, "--study", "horizon", *short, code=1)
     stdout = main_job(root, "--study", "calibration", *LONG)
+    assert "it goes on to --calibration-cap 12" in stdout
+    assert "Loaded checkpoint" in (run / "train.stdout").read_text()
+    assert [a.get("stopped") for a in info(run)["attempts"]] == [None, info(run)["stopped"]]
+    assert info(run)["reopened"] == [{"cap": 4, "new_cap": 12}] and info(run)["cap"] == 12
     return root, stdout
 
 
@@ -102,6 +114,7 @@ def test_calibration_stops_at_the_plateau_it_computes(calibrated):
     run = root / "study_calibration-tiny" / "base-calibration-seed1"
     rows = [(int(r["num_updates"]), float(r["bleu"])) for r in log_rows(run / "train.log", "valid")]
     assert [(p["update"], p["bleu"]) for p in data["curve"]] == rows
+    assert [u for u, _ in rows] == list(range(2, rows[-1][0] + 1, 2))  # both attempts, each validation once
     expected = next(u for u, _ in rows if u - 4 in dict(rows) and
                     max(b for v, b in rows if v <= u) - max(b for v, b in rows if v <= u - 4) < 0.3)
     assert data["horizon"] == expected and rows[-1][0] == expected  # stopped at the plateau's validation
