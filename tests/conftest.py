@@ -36,6 +36,23 @@ def write_cipher_corpus(folder: Path, sizes: dict, seed: int = 0) -> None:
                 ft.write(" ".join(cipher[w] for w in reversed(words)) + "\n")
 
 
+# The quick subset for changes to the math (`bash scripts/run_tests.sh -m fast`): the
+# engine against float64 autograd and finite differences, the hyper-parameter maps, the
+# groups, the guidance batches and the streamed meta step, in process; no fairseq command.
+FAST_MODULES = {"test_hypergrad_engine", "test_hyperparams", "test_param_groups", "test_param_groups_engine",
+                "test_guidance_batches", "test_guidance_fast_path", "test_span_corruption"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: the quick subset for changes to the math (tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in FAST_MODULES:
+            item.add_marker(pytest.mark.fast)
+
+
 ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
