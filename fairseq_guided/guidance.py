@@ -435,9 +435,9 @@ def _drop_grad(param):
 
 
 class GuidedTaskMixin:
-    """The three fairseq task hooks every guided task shares; list it before the stock task
-    class (class MyTask(GuidedTaskMixin, TranslationTask)) and set self.guidance in
-    __init__."""
+    """The fairseq task hooks every guided task shares (model, criterion, epoch start, train
+    step, optimizer step); list it before the stock task class (class
+    MyTask(GuidedTaskMixin, TranslationTask)) and set self.guidance in __init__."""
 
     guidance: GuidanceRunner
 

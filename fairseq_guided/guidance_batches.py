@@ -38,7 +38,8 @@ class GuidanceBatches:
                              f"max positions {max_positions}; nothing to guide with")
         sizes = dataset.num_tokens_vec(indices)
         if self.max_tokens is not None and sizes.max() > self.max_tokens:
-            # the task refuses this at setup (preflight); kept for direct use of this class
+            # the guided task refuses this at setup (guidance.check_guidance_fits); kept for
+            # direct use of this class
             raise ValueError(f"--guidance-max-tokens {self.max_tokens} is smaller than the longest "
                              f"example of --guidance-subset {subset!r} ({int(sizes.max())} tokens)")
         self.indices, self.sizes = indices, sizes
