@@ -2,10 +2,16 @@
 Figures 1-3): alpha.png, beta1.png, guide_loss.png, valid_loss.png, and curves.csv with
 every plotted point.
 
-    python user_scripts/plot_schedules.py RUNS_DIR [--out REPORT_DIR]
+    python user_scripts/plot_schedules.py RUNS [--out REPORT_DIR]
+
+RUNS is a folder of the recipe's runs (run.json and train.log in each), a plain
+fairseq-train run folder holding its log (--log-file FILE, or the console output saved
+as a .log file), a folder of such run folders, or one log file; the log may be in
+--log-format json or simple.
 """
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .runlogs import find_runs, log_rows  # noqa: E402
+from .runlogs import find_logs, log_rows  # noqa: E402
 
 FIGURES = {  # file: (log kind, field, y label, title)
     "alpha.png": ("train_inner", "guided_alpha", "alpha (lr scale)", "Learned alpha"),
@@ -23,17 +29,18 @@ FIGURES = {  # file: (log kind, field, y label, title)
 }
 
 
-def curves(runs_dir: Path):
+class NothingToPlot(SystemExit):
+    """No log, or no line of fairseq's json/simple formats in any: says what is missing."""
+
+
+def curves(runs_dir: Path, logs=None):
     """{figure: {label: [(update, value)]}} for every run that logged that field; a run
     with --guided-groups logs 'guided_alpha/GROUP' and gets one line per group."""
     out = {name: {} for name in FIGURES}
-    for variant, seed, run in find_runs(runs_dir):
-        log = run / "train.log"
-        if not log.exists():
-            continue
+    for run_label, log in find_logs(runs_dir) if logs is None else logs:
         for name, (kind, key, _, _) in FIGURES.items():
             rows = log_rows(log, kind)
-            for field, label in fields(rows, key, f"{variant} seed {seed}"):
+            for field, label in fields(rows, key, run_label):
                 points = [(int(r["num_updates"]), float(r[field])) for r in rows if field in r]
                 if points:
                     out[name][label] = points
@@ -47,8 +54,20 @@ def fields(rows, key: str, label: str):
 
 
 def plot(runs_dir: Path, out_dir: Path):
+    logs = find_logs(runs_dir)
+    if not logs:
+        raise NothingToPlot(f"plot_schedules: no fairseq log in {runs_dir}: give a run folder with the log "
+                            "fairseq-train wrote (--log-file FILE, or its console output saved as a .log file), "
+                            "a folder of such folders, or the log file")
+    data = curves(runs_dir, logs)
+    if not any(data.values()):
+        raise NothingToPlot(f"plot_schedules: {', '.join(str(log) for _, log in logs)}: no training or validation "
+                            "line in fairseq's --log-format json or simple (train with one of them, "
+                            "--log-interval below the run's updates)")
+    if not data["alpha.png"] and not data["beta1.png"]:
+        print(f"plot_schedules: no learned value (guided_alpha, guided_beta1) in {runs_dir}'s logs: "
+              "losses only (learned values need --task guided_translation and --guided-hparams)", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = curves(runs_dir)
     written = []
     with open(out_dir / "curves.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -74,10 +93,11 @@ def plot(runs_dir: Path, out_dir: Path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, help="folder of run folders (each with train.log, run.json)")
+    parser.add_argument("runs", type=Path, help="a run folder, a folder of run folders, or a fairseq log file")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: RUNS/report)")
     args = parser.parse_args()
-    for path in plot(args.runs, args.out or args.runs / "report"):
+    folder = args.runs.parent if args.runs.is_file() else args.runs
+    for path in plot(args.runs, args.out or folder / "report"):
         print(path)
 
 

@@ -134,6 +134,11 @@ def main():
     parser.add_argument("--raw", type=Path, default=None, help="the corpus's raw/ folder (references)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
+    if not find_runs(args.runs):
+        # a plain fairseq-train run has no BLEU of its own: nothing to tabulate
+        raise SystemExit(f"compare_table: no run.json in {args.runs} or its subfolders: the table reads the BLEU "
+                         "that `scripts/nmt_recipe.py evaluate` records there; score a plain fairseq-train run "
+                         "with fairseq-generate and sacrebleu (README, \"Use it on your data\")")
     data = table1(args.runs, args.raw, args.pair.split("-")[1])
     if args.json:
         args.json.write_text(json.dumps(data, indent=1))

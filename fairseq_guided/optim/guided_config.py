@@ -29,7 +29,11 @@ class GuidedHyperConfig(FairseqDataclass):
     guided_meta_lr: float = field(
         default=3e-5, metadata={"help": "learning rate of the Adam meta-optimizer (the paper's "
                                 "eta-hat); >= 0 (0 keeps the values fixed but still logs "
-                                "their hypergradients)"}
+                                "their hypergradients). Rule the presets follow: meta lr x "
+                                "--max-update = 3 (e.g. 3e-5 for 100k updates, 0.0025 for "
+                                "1,200): meta-Adam moves a raw value by about the meta lr a "
+                                "step, so over the run a value can drift by about 3 in raw "
+                                "space (alpha up to e^3-fold, beta1 from 0.9 to below 0.5)"}
     )
     guided_meta_betas: str = field(
         default="(0.9, 0.999)", metadata={"help": "betas of the Adam meta-optimizer, each in [0, 1)"}
