@@ -6,6 +6,7 @@ fairseq's one CUDA call, so FP16Optimizer.build_optimizer and the flat fp32 mast
 the real ones. A preset that cannot build its optimizer or take a guided update fails
 here, not on a lent GPU."""
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -89,3 +90,12 @@ def test_recipe_command_survives_hydra_changing_directory(tiny_corpus, tmp_path,
     for key in ("task.data", "checkpoint.save_dir", "common.log_file", "hydra.run.dir"):
         assert Path(paths[key]).is_absolute(), (key, paths[key])
     assert paths["task.data"] == str(tiny_corpus)
+
+
+def test_the_readme_fast_subset_runs_the_math_and_nothing_else():
+    readme = (REPO / "README.md").read_text()
+    assert "\nbash scripts/run_tests.sh -m fast\n" in readme
+    out = run(["bash", REPO / "scripts" / "run_tests.sh", "-m", "fast"])
+    assert out.returncode == 0, out.stdout[-3000:]
+    counts = dict((name, int(n)) for n, name in re.findall(r"(\d+) (passed|failed|deselected)", out.stdout))
+    assert counts.get("passed", 0) > 100 and counts.get("deselected", 0) > 100 and "failed" not in counts, counts
