@@ -8,6 +8,8 @@ from . import compat
 
 compat.allow_fairseq_checkpoint_types()
 compat.make_checkpoint_copies_atomic()
+compat.name_failed_checkpoint_writes()
+compat.allow_broadcast_resume_state()
 compat.fix_nan_detector()
 compat.stop_prefetch_threads_at_exit()
 

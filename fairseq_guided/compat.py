@@ -19,12 +19,26 @@ tests/test_compat.py (and the fault tests of tests/test_faults_*.py).
   ("terminate called without an active exception", exit -6) after a run that finished.
   Short runs and runs that end just after an epoch starts hit it. At exit the threads are
   told to stop after the batch in hand, and drained until they end.
+- A checkpoint write that fails (a full disk: OSError errno 28) raised an error that named
+  no file (fairseq's retries, writing again into the same half-written handle, add
+  "unexpected pos ... vs ..."), and left the partial .tmp on the full disk. The write of
+  the checkpoint file (fairseq's torch_persistent_save) and the atomic copy above now
+  remove their partial .tmp and raise an OSError of the same errno naming the file.
+- A data-parallel resume: rank 0 loads the checkpoint and broadcasts it
+  (distributed_utils.broadcast_object), and the other ranks torch.load what they receive
+  with weights_only=True: the state's cfg is an omegaconf DictConfig there (fairseq's
+  load_checkpoint_to_cpu makes it one) and its tensors are fairseq's placeholders, which
+  were refused ("Unsupported global: GLOBAL omegaconf.dictconfig.DictConfig"), so a
+  multi-worker run could not resume with its own command. The load of that broadcast,
+  and only it, also allows the few types such a state holds (broadcast_state_globals()).
 """
 from __future__ import annotations
 
 import argparse
 import atexit
 import collections
+import errno
+import functools
 import os
 import queue
 import shutil
@@ -59,9 +73,11 @@ def atomic_copy(src: str, dst: str) -> None:
             fout.flush()
             os.fsync(fout.fileno())
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise _naming_the_file(e, f"cannot copy {src} to {dst}", f"the partial {tmp} was removed") from e
         raise
 
 
@@ -153,3 +169,96 @@ def stop_prefetch_threads_at_exit() -> None:
     # atexit handlers run before finalization starts stopping daemon threads
     atexit.unregister(stop_prefetch_threads)
     atexit.register(stop_prefetch_threads)
+
+
+# -- a failed checkpoint write names its file ------------------------------------------------
+def _os_error_in(e: BaseException):
+    """The first OSError with an errno in e's chain (torch's zip writer reports a failed
+    write as RuntimeError 'unexpected pos', with the OSError as its context)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _naming_the_file(e: OSError, what: str, cleanup: str) -> OSError:
+    full = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+    return OSError(e.errno, f"{what}: {e.strerror or e}{full}; {cleanup}; the checkpoints written before "
+                            f"are unchanged: free space and resume with the same command")
+
+
+def name_failed_checkpoint_writes() -> None:
+    """Wrap fairseq's torch_persistent_save (the write of each save's first checkpoint
+    file, as FILE.tmp then a rename): when it fails on a local file, remove the partial
+    FILE.tmp and raise an OSError naming FILE. A .tmp that reads back whole (the rename
+    failed) is kept and named. Any other path (remote, asynchronous, a file object) goes
+    to fairseq's own unchanged."""
+    from fairseq import checkpoint_utils
+
+    original = checkpoint_utils.torch_persistent_save
+    if getattr(original, "_fairseq_guided", False):
+        return
+
+    @functools.wraps(original)
+    def torch_persistent_save(obj, filename, async_write: bool = False):
+        if not isinstance(filename, str) or async_write or "://" in filename:
+            return original(obj, filename, async_write)
+        try:
+            return original(obj, filename, async_write)
+        except Exception as e:
+            tmp = filename + ".tmp"
+            cleanup = f"no partial {tmp} was left"
+            if os.path.exists(tmp):
+                from .preflight import checkpoint_problem
+
+                if checkpoint_problem(tmp) is None:
+                    cleanup = f"{tmp} reads back whole and was kept"
+                else:
+                    os.remove(tmp)
+                    cleanup = f"the partial {tmp} was removed"
+            cause = _os_error_in(e)
+            if cause is None:
+                e.add_note(f"while writing the checkpoint {filename}; {cleanup}")
+                raise
+            raise _naming_the_file(cause, f"cannot write the checkpoint {filename}", cleanup) from e
+
+    torch_persistent_save._fairseq_guided = True
+    checkpoint_utils.torch_persistent_save = torch_persistent_save
+
+
+# -- a data-parallel resume: the state rank 0 broadcasts -------------------------------------
+def broadcast_state_globals() -> list:
+    """What the checkpoint state broadcast on a resume holds besides the checkpoint's own
+    types (allowed above): the cfg as an omegaconf DictConfig (its nodes, metadata, and the
+    types the metadata names: dict, list, int, typing.Any) and fairseq's placeholders for
+    the tensors, which are broadcast apart."""
+    import typing
+
+    from fairseq.distributed.utils import _TensorPlaceholder
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, collections.defaultdict,
+            typing.Any, dict, list, int, _TensorPlaceholder]
+
+
+def allow_broadcast_resume_state() -> None:
+    """fairseq's _broadcast_object_slow (the pickled part of broadcast_object) with those
+    types allowed while it runs; every other torch.load keeps the checkpoint list."""
+    from fairseq.distributed import utils as dist_utils
+
+    original = dist_utils._broadcast_object_slow
+    if getattr(original, "_fairseq_guided", False):
+        return
+
+    @functools.wraps(original)
+    def _broadcast_object_slow(obj, src_rank, group, dist_device):
+        with torch.serialization.safe_globals(broadcast_state_globals()):
+            return original(obj, src_rank, group, dist_device)
+
+    _broadcast_object_slow._fairseq_guided = True
+    dist_utils._broadcast_object_slow = _broadcast_object_slow

@@ -18,6 +18,10 @@ for any config fairseq accepts. For a guided run:
 A resume whose checkpoint_last.pt is unreadable stops and names the newest readable
 checkpoint; it never falls back on its own: silently redoing updates from an older file
 would hide a failing disk and change a guided run's trajectory without the user knowing.
+So does a resume with no checkpoint_last.pt in a --save-dir that holds other checkpoints
+(a kill or a full disk during the first save, after checkpoint_1_N.pt was written but
+before its copy to checkpoint_last.pt): fairseq would start afresh at update 1 and
+overwrite them.
 """
 from __future__ import annotations
 
@@ -127,23 +131,55 @@ def resume_path(cfg, suffix: str):
     return restore.replace(".pt", suffix + ".pt") if suffix else restore, False
 
 
+def resume_advice(save_dir: str, suffix: str, last: str, damaged: bool = False):
+    """How to resume from the newest readable checkpoint of save_dir other than `last`
+    (the checkpoint_last.pt there, moved aside first when `damaged`), or None."""
+    newest = newest_readable_checkpoint(save_dir, suffix, exclude=[last])
+    if newest is None:
+        return None
+    good, updates = newest
+    move = f"mv {last} {last}.bad && " if damaged else ""
+    return (f"the newest readable checkpoint is {good} (update {updates}). To resume from it: "
+            f"{move}cp {good} {last} (or pass --restore-file {good})")
+
+
+def refuse_restart_over_checkpoints(cfg, suffix: str = "") -> None:
+    """No checkpoint_last.pt, so fairseq would start afresh at update 1: refuse when the
+    save dir holds other checkpoints (the first save was cut off after its first file),
+    naming the newest readable one and how to resume from it."""
+    save_dir = getattr(cfg, "save_dir", None)
+    if not isinstance(save_dir, str) or getattr(cfg, "no_save", False) is True:
+        return  # --no-save writes nothing: a fresh start overwrites nothing
+    found = sorted(glob.glob(os.path.join(save_dir, f"checkpoint*{suffix}.pt")))
+    if not found:
+        return  # a first launch
+    last = os.path.join(save_dir, f"checkpoint_last{suffix}.pt")
+    advice = resume_advice(save_dir, suffix, last)
+    if advice is None:
+        advice = (f"none of them reads back whole ({', '.join(os.path.basename(f) for f in found)}); "
+                  f"move them aside (or choose another --save-dir) to start afresh")
+    else:
+        advice += "; to start afresh instead, move the checkpoints aside or choose another --save-dir"
+    raise CheckpointError(
+        f"there is no {last} to resume from, but {save_dir} holds {len(found)} other checkpoint file(s) "
+        f"(a run stopped during its first save?); fairseq would start afresh at update 1 and overwrite "
+        f"them; nothing was loaded: {advice}")
+
+
 def verify_resume_checkpoint(cfg, suffix: str = "") -> None:
     path, is_last = resume_path(cfg, suffix)
+    if path is None and is_last:
+        refuse_restart_over_checkpoints(cfg, suffix)
+        return
     if path is None or not os.path.exists(path):
-        return  # a first launch, or fairseq's own "not found" handling
+        return  # fairseq's own "not found" handling
     problem = checkpoint_problem(path)
     if problem is None:
         return
     if not is_last:
         raise CheckpointError(f"the checkpoint to resume from, {path}, {problem}; nothing was loaded")
-    newest = newest_readable_checkpoint(cfg.save_dir, suffix, exclude=[path])
-    if newest is None:
-        advice = (f"there is no readable checkpoint in {cfg.save_dir}; move {path} aside to "
-                  f"start afresh")
-    else:
-        good, updates = newest
-        advice = (f"the newest readable checkpoint is {good} (update {updates}). To resume from "
-                  f"it: mv {path} {path}.bad && cp {good} {path} (or pass --restore-file {good})")
+    advice = resume_advice(cfg.save_dir, suffix, path, damaged=True) or (
+        f"there is no readable checkpoint in {cfg.save_dir}; move {path} aside to start afresh")
     raise CheckpointError(f"{path} {problem}; nothing was loaded: {advice}")
 
 

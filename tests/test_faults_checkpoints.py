@@ -4,6 +4,7 @@ a second run on a --save-dir in use is refused naming the holder's PID. Each fau
 injected at a known point (a copy that kills its own process, bytes flipped at a known
 offset, a lock held by this process), never by timing."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
-from conftest import ENV, json_logs, run, train_cmd
+from conftest import ENV, REPO, json_logs, run, train_cmd
 from fairseq_guided import compat, preflight
 
 FLAGS = ["--optimizer", "guided_adam", "--lr", "0.005", "--guided-hparams", "alpha",
@@ -73,6 +74,61 @@ def test_kill_during_checkpoint_copy_loses_nothing(tiny_corpus, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-2000:]
     assert int(json_logs(resumed.stdout)[0]["num_updates"]) == 6  # from the update-5 checkpoint
     assert updates_in(save / "checkpoint_last.pt") == 15
+
+
+def test_kill_during_the_first_save_is_not_a_silent_restart(tiny_corpus, tmp_path):
+    """Killed inside the first save's copy: checkpoint_1_5.pt is whole, there is no
+    checkpoint_last.pt. The same command used to print "No existing checkpoint found" and
+    train from update 1 over it; it stops naming checkpoint_1_5.pt and how to resume, and
+    that way resumes at update 6."""
+    save = tmp_path / "ckpt"
+    cmd = train_cmd(tiny_corpus, save, *FLAGS, "--max-update", "8")
+    killed = run([sys.executable, "-c", KILL_DURING_COPY.replace("checkpoint_1_10.pt", "checkpoint_1_5.pt"),
+                  *cmd[1:]])
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
+    assert sorted(p.name for p in save.glob("checkpoint*.pt")) == ["checkpoint_1_5.pt"]
+    assert updates_in(save / "checkpoint_1_5.pt") == 5
+    again = run(cmd)
+    assert again.returncode != 0 and "num_updates" not in again.stdout, again.stdout[-2000:]
+    assert f"there is no {save / 'checkpoint_last.pt'} to resume from" in again.stdout, again.stdout[-2000:]
+    good = save / "checkpoint_1_5.pt"
+    assert f"the newest readable checkpoint is {good} (update 5). To resume from it: cp {good} " \
+           f"{save / 'checkpoint_last.pt'} (or pass --restore-file {good})" in again.stdout
+    assert sorted(p.name for p in save.glob("checkpoint*.pt")) == ["checkpoint_1_5.pt"]  # nothing written
+    resumed = run(cmd + ["--restore-file", good])
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert [int(r["num_updates"]) for r in json_logs(resumed.stdout)] == [6, 7, 8]
+    assert updates_in(save / "checkpoint_last.pt") == 8
+
+
+FULL_DISK = [sys.executable, REPO / "tests" / "launchers" / "full_disk.py"]
+
+
+@pytest.mark.parametrize("fills", ["checkpoint_1_5.pt.tmp", "checkpoint_last.pt.tmp"],
+                         ids=["first-file", "copy-to-last"])
+def test_a_full_disk_during_the_first_save_names_the_file_and_leaves_no_partial(tiny_corpus, tmp_path, fills):
+    """The disk fills 1000 bytes into the first save's checkpoint file, or into its copy to
+    checkpoint_last.pt: the error names that file and its partial .tmp is gone. After the
+    copy failed, the same command (space again) names the whole checkpoint instead of
+    starting afresh."""
+    save = tmp_path / "ckpt"
+    cmd = train_cmd(tiny_corpus, save, *FLAGS, "--max-update", "8")
+    full = run(FULL_DISK + [fills, "1000", "fairseq-train", *cmd[1:]])
+    assert full.returncode != 0, full.stdout[-2000:]
+    assert "No space left on device (the disk is full)" in full.stdout, full.stdout[-3000:]
+    if fills == "checkpoint_1_5.pt.tmp":
+        assert f"cannot write the checkpoint {save / 'checkpoint_1_5.pt'}: " in full.stdout
+        assert not list(save.glob("checkpoint*"))
+        return
+    assert f"cannot copy {save / 'checkpoint_1_5.pt'} to {save / 'checkpoint_last.pt'}: " in full.stdout
+    assert f"the partial {save / 'checkpoint_last.pt.tmp'} was removed" in full.stdout
+    assert not list(save.glob("*.tmp")) and not (save / "checkpoint_last.pt").exists()
+    assert updates_in(save / "checkpoint_1_5.pt") == 5
+    again = run(cmd)
+    assert again.returncode != 0 and "num_updates" not in again.stdout, again.stdout[-2000:]
+    assert f"there is no {save / 'checkpoint_last.pt'} to resume from" in again.stdout, again.stdout[-2000:]
+    assert re.search(rf"the newest readable checkpoint is {re.escape(str(save))}/checkpoint_(1_5|best)\.pt "
+                     rf"\(update 5\)", again.stdout), again.stdout[-2000:]
 
 
 @pytest.fixture(scope="module")

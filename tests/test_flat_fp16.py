@@ -3,10 +3,12 @@ run on the CPU through fairseq-train's own code with its one CUDA call stood in 
 (tests/launchers/cpu_as_cuda.py). LAMB and Adafactor step per-parameter views of
 the buffer, Adam the buffer itself; both must give the very numbers of the per-tensor
 fp32 masters of --fp16-no-flatten-grads, which hold the same values."""
+import itertools
 import math
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, json_logs, run, train_cmd
 
@@ -46,3 +48,43 @@ def test_a_layout_the_task_did_not_record_is_refused(tiny_corpus, tmp_path):
     cmd[cmd.index("guided_translation")] = "translation"
     out = run(LAUNCH + cmd[1:])
     assert out.returncode != 0 and "please set --fp16-no-flatten-grads" in out.stdout, out.stdout[-2000:]
+
+
+def test_a_model_changed_after_the_task_built_it_is_refused(tiny_corpus, monkeypatch):
+    """A layer taken out and put back after the task built the model (as code that
+    re-initialises a layer by replacing it does) keeps every tensor and the total size but
+    moves that layer's tensors to the end of the layer: fairseq flattens them in the new
+    order, while the guided task recorded the old one. LAMB would cut the buffer into
+    tensors of the wrong shapes and update silently; the first training step refuses it."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.optim.fp16_optimizer import FP16Optimizer
+
+    from conftest import PLUGIN, TINY_MODEL
+
+    # the one CUDA call of fairseq's flat buffer, stood in for as tests/launchers/cpu_as_cuda.py does
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: None)
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(tiny_corpus), "--user-dir", PLUGIN, "--task", "guided_translation",
+                                                *TINY_MODEL, "--optimizer", "guided_lamb", "--lr", "0.005",
+                                                "--fp16", "--max-tokens", "1000"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    layer = model.encoder.layers[0]
+    fc1 = layer.fc1
+    del layer.fc1
+    layer.fc1 = fc1  # registered again: now after fc2 and the layer norm
+    params = [p for p in itertools.chain(model.parameters(), criterion.parameters()) if p.requires_grad]
+    shapes = [tuple(p.shape) for p in params]
+    assert (128, 64) in shapes and shapes.index((128, 64)) > shapes.index((64, 128))  # fc1.weight after fc2.weight
+    optimizer = FP16Optimizer.build_optimizer(cfg, params)
+    views = optimizer.fp32_optimizer.flat_views
+    assert views is not None and sum(v.numel() for v in views) == sum(p.numel() for p in params)
+    assert [tuple(v.shape) for v in views] != shapes
+    task.load_dataset("train")
+    data = task.dataset("train")
+    sample = data.collater([data[i] for i in range(8)])
+    with pytest.raises(RuntimeError, match=r"--fp16 \(flat\): .* fairseq flattened .* pass --fp16-no-flatten-grads"):
+        task.train_step(sample, model, criterion, optimizer, update_num=0)

@@ -62,6 +62,27 @@ def test_each_pass_covers_the_split_once_and_ranks_never_share_a_batch(tiny_corp
         assert shards[0] and shards[1] and not shards[0] & shards[1]
 
 
+@pytest.mark.parametrize("batching", ["random", "bucketed"])
+def test_every_pass_over_the_split_is_in_a_new_order(tiny_corpus, batching):
+    """A run of more updates than the split has batches cycles it pass after pass: each pass
+    is a new order (random: new samples; bucketed: the buckets in a new order), and the
+    sequence runs from one pass straight into the next."""
+    batches = build(tiny_corpus, "--seed", "3", "--guidance-batching", batching)
+    passes = [[tuple(sorted(b.tolist())) for b in batches.pass_batches(n)] for n in range(3)]
+    for one_pass in passes:
+        assert sorted(i for b in one_pass for i in b) == sorted(batches.indices.tolist())
+    assert len(passes[0]) >= 5
+    if batching == "random":  # a new permutation cuts new samples: no batch comes back
+        for a in range(3):
+            for b in range(a + 1, 3):
+                assert not set(passes[a]) & set(passes[b]), (a, b)
+    else:  # the same buckets, in another order each pass
+        assert sorted(passes[0]) == sorted(passes[1]) == sorted(passes[2])
+        assert passes[0] != passes[1] and passes[1] != passes[2] and passes[0] != passes[2]
+    walked = [tuple(sorted(batches.at(k).tolist())) for k in range(sum(len(p) for p in passes))]
+    assert walked == passes[0] + passes[1] + passes[2]
+
+
 @pytest.mark.parametrize("flag,value", [("--guidance-max-tokens", "2")])
 def test_a_batch_size_below_every_example_is_refused_naming_the_flag(tiny_corpus, flag, value):
     with pytest.raises(ValueError, match=flag):

@@ -41,6 +41,34 @@ def test_meta_step_equals_torch_adam_on_the_raw_values():
         torch.testing.assert_close(hp.raw, raw.detach(), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("optimizer", ["guided_adam", "guided_lamb", "guided_adafactor"])
+def test_meta_betas_flag_reaches_the_meta_step_in_its_order(optimizer):
+    """--guided-meta-betas '(b1, b2)' as fairseq hands it to the optimizer: the meta steps
+    are torch's Adam with betas (b1, b2), not (b2, b1). Betas far apart, so a swap shows."""
+    from fairseq.optim import build_optimizer
+    from omegaconf import OmegaConf
+
+    import fairseq_guided  # noqa: F401 (registers the guided optimizers)
+
+    extra = {"beta1": 0.9} if optimizer == "guided_adafactor" else {}
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    fairseq_opt = build_optimizer(OmegaConf.create({
+        "_name": optimizer, "lr": [0.01], "guided_hparams": "alpha,beta1", "guided_meta_lr": 1e-2,
+        "guided_meta_betas": "(0.5, 0.99)", "guided_meta_eps": 1e-8, **extra}), params)
+    hp = fairseq_opt.guided.learned
+    raw = hp.raw.clone().requires_grad_()
+    torch_adam = torch.optim.Adam([raw], lr=1e-2, betas=(0.5, 0.99), eps=1e-8)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(6):
+        h = torch.randn(2, generator=gen, dtype=torch.float64)
+        raw.grad = h * hp._slopes
+        torch_adam.step()
+        hp.meta_step(h)
+        torch.testing.assert_close(hp.raw, raw.detach(), rtol=1e-12, atol=1e-15)
+    # the second moment's share of one hypergradient: (1 - b2), not (1 - b1)
+    torch.testing.assert_close(hp.exp_avg_sq, torch_adam.state[raw]["exp_avg_sq"], rtol=1e-12, atol=0)
+
+
 def test_nonfinite_hypergradient_never_reaches_the_values_and_is_counted():
     hp = LearnedHyperParams(["alpha", "beta1"], {"alpha": 1.0, "beta1": 0.9},
                             {"alpha": 1.0, "beta1": 1.0}, MetaAdamConfig(lr=1e-2))

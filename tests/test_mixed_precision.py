@@ -40,6 +40,26 @@ def test_hypergradients_in_half_precision_track_the_fp32_run(tiny_corpus, tmp_pa
         assert math.isclose(float(a["guided_alpha"]), float(b["guided_alpha"]), rel_tol=1e-3)
 
 
+def test_train_batch_guidance_under_fp16_tracks_the_fp32_run(tiny_corpus, tmp_path):
+    """--guidance-source train differentiates the previous update with this update's
+    gradient, which fairseq's FP16Optimizer holds still multiplied by the loss scale (its
+    1/(scale x sample size) factor is applied only in step()) and rescales in place; the
+    kept gradient of the previous update must be a copy of the unscaled one. The
+    hypergradients are those of the fp32 run, as in heldout mode."""
+    flags = ["--guidance-source", "train", "--max-update", "6"]
+    full = guided_run(tiny_corpus, tmp_path / "fp32", "guided_lamb", *flags)
+    half = guided_run(tiny_corpus, tmp_path / "half", "guided_lamb", *flags, "--fp16", "--fp16-no-flatten-grads")
+    assert len(full) == len(half) == 6
+    assert "hgrad_beta1" not in full[0] and "hgrad_beta1" not in half[0]  # nothing to differentiate yet
+    for a, b in zip(full[2:], half[2:]):  # update 2 differentiates update 1, whose lr is ~0 (warm-up)
+        for key in ("hgrad_alpha", "hgrad_beta1"):
+            x, y = float(a[key]), float(b[key])
+            assert x != 0 and math.isfinite(y) and abs(x - y) <= 0.05 * abs(x) + 1e-4, (key, x, y)
+    for key in ("guided_alpha", "guided_beta1"):
+        assert float(full[-1][key]) != float(full[0][key])  # the values moved
+        assert math.isclose(float(full[-1][key]), float(half[-1][key]), rel_tol=1e-3), key
+
+
 def test_overflowing_steps_never_reach_the_learned_values(tiny_corpus, tmp_path):
     """A huge initial loss scale overflows the first training passes (fairseq skips those
     updates); the guidance pass uses the same scale, so an overflow there yields a

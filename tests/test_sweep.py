@@ -85,6 +85,37 @@ def test_the_objective_is_fairseqs_best_validation_not_a_pooled_value(tiny_corpu
     assert rec["objective"] == pytest.approx(losses[1], abs=1e-3) and study_of(out).trials[0].value == rec["objective"]
 
 
+def test_the_objective_is_the_best_validation_when_the_last_one_is_worse(tiny_corpus, tmp_path):
+    """The cpu and gpu presets save a checkpoint at every validation, so fairseq's best
+    is the best of them, which need not be the last. Here the tiny preset saves at both of
+    its validations (6 and 12), and the trial's lr (LAMB at ~1, 100x the preset's) makes
+    the model diverge after the first: update 6's validation loss is the best, update 12's
+    far worse. The study gets update 6's (the one checkpoint_best.pt holds), not the last."""
+    import copy
+    import dataclasses
+
+    from guided_recipes import nmt, sweep_report
+
+    tiny = nmt.PRESETS["tiny"]
+    config = copy.deepcopy(tiny.config)
+    config["checkpoint"]["save_interval_updates"] = 6
+    study = sweep_study.Study("base-bo", "base", ("static.lr=tag(log, interval(1.0, 1.01))",), 1, "tpe")
+    out = tmp_path / "out"
+    trials = sweep_study.run(study, out / "base-bo", f"sqlite:///{out / 'optuna.db'}",
+                             dataclasses.replace(tiny, config=config), tiny_corpus, "loss", 1, "basic", 1, 1,
+                             echo=False)
+    run = out / "base-bo" / "trials" / "launch0" / "0"
+    text = (run / JOB_LOG).read_text().replace("][valid][INFO] - ", " | valid | ")
+    validations = json_logs(text, tag="valid")
+    losses = [float(v["valid_loss"]) for v in validations]
+    assert [int(v["valid_num_updates"]) for v in validations] == [6, 12]
+    assert losses[1] > losses[0] + 1, losses  # the last validation is the worse one
+    assert [t["state"] for t in trials] == ["COMPLETE"]
+    assert trials[0]["objective"] == pytest.approx(losses[0], abs=1e-3)
+    assert study_of(out).trials[0].value == trials[0]["objective"]
+    assert sweep_report.selected(trials, maximize=False)["objective"] == pytest.approx(losses[0], abs=1e-3)
+
+
 @pytest.fixture(scope="module")
 def resumed(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
