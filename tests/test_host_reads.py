@@ -7,15 +7,13 @@ three optimizers, with and without groups, in fp32 and flat --fp16. fairseq's ow
 (its trainer; torch's attention, once per attention module in every forward, the
 guidance pass's included) are counted apart and printed."""
 import json
-import os
+import subprocess
 import sys
 
 import pytest
 import torch
 
 from conftest import ENV, REPO, TINY_MODEL, train_cmd
-
-import subprocess
 
 sys.path.insert(0, str(REPO / "tests" / "launchers"))
 from count_host_reads import CountHostReads  # noqa: E402
@@ -39,7 +37,6 @@ def counts(data, save, optimizer, layers, flags):
     out = subprocess.run([str(c) for c in LAUNCH + cmd[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=dict(ENV, HOST_READS_OUT=str(out_file)))
     assert out.returncode == 0, out.stdout[-3000:]
-    assert f"num_updates: {UPDATES}" in out.stdout or f"update {UPDATES}" in out.stdout or out_file.is_file()
     return json.loads(out_file.read_text())
 
 
