@@ -1,7 +1,8 @@
 """--guided-groups: which parameters share a learned value.
 
-Pure Python over parameter names (no fairseq, no torch), so the grouping is a function of
-`named_parameters()` alone and can be stored in a checkpoint and compared on resume.
+Over parameter names alone (no fairseq, no tensors), so the grouping is a function of
+`named_parameters()` alone and can be stored in a checkpoint and compared on resume
+(check_same_grouping). The flag's value is parsed by flags.parse_groups.
 
 Forms of the flag:
     global                  one value of each learned name for the whole model (default)
@@ -21,10 +22,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .hypergrad.hyperparams import LearnedStateError
+
 FLAG = "--guided-groups"
 GLOBAL = "global"
 OTHER = "other"
-_GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _LAYER = re.compile(r"^(.*?(?:^|\.)layers\.\d+)\.")
 
 
@@ -62,51 +64,6 @@ class Grouping:
         """What a checkpoint stores: a resume must rebuild exactly this."""
         return {"spec": self.spec, "groups": list(self.groups),
                 "assignment": {n: self.groups[g] for n, g in zip(self.param_names, self.group_of)}}
-
-
-def parse_groups(text) -> GroupSpec | None:
-    """The flag's value, checked; None for global. Raises ValueError naming the flag."""
-    text = str(text if text is not None else "").strip()
-    if text == GLOBAL:
-        return None
-    usage = (f"use {GLOBAL}, layer, a list of module prefixes like embed,encoder,decoder, or "
-             f"NAME=REGEX;NAME=REGEX")
-    if not text:
-        raise ValueError(f"{FLAG}: empty; {usage}")
-    if text == "layer":
-        return GroupSpec(text, "layer", ())
-    if "=" in text:
-        items = [i.strip() for i in text.split(";")]
-        pairs = []
-        for item in items:
-            name, sep, regex = item.partition("=")
-            if not sep or not regex.strip():
-                raise ValueError(f"{FLAG}: expected NAME=REGEX items separated by ';'; got {item!r} "
-                                 f"in {text!r}")
-            try:
-                pairs.append((name.strip(), re.compile(regex.strip())))
-            except re.error as e:
-                raise ValueError(f"{FLAG}: group {name.strip()!r}: bad regular expression "
-                                 f"{regex.strip()!r} ({e})") from None
-        kind = "regex"
-    else:
-        items = [i.strip() for i in text.split(",")]
-        if "" in items:
-            raise ValueError(f"{FLAG}: an empty group name in {text!r}; {usage}")
-        # NAME at the start of a dotted part, then a '.' or '_' (or the end of the name)
-        pairs = [(n, re.compile(r"(?:^|\.)" + re.escape(n) + r"(?:[._]|$)")) for n in items]
-        kind = "prefix"
-    names = [n for n, _ in pairs]
-    for name in names:
-        if not _GROUP_NAME.match(name):
-            raise ValueError(f"{FLAG}: group name {name!r} may hold only letters, digits, '_', "
-                             f"'.' and '-' (it becomes a log key); {usage}")
-        if name in (OTHER, GLOBAL, "layer"):
-            raise ValueError(f"{FLAG}: {name!r} cannot name a group ({OTHER!r} collects the "
-                             f"parameters no group takes)")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{FLAG}: a group is named twice in {text!r}")
-    return GroupSpec(text, kind, tuple(pairs))
 
 
 def _layer_group(name: str) -> str:
@@ -165,3 +122,26 @@ def warnings_for(grouping: Grouping) -> list:
         out.append(f"{FLAG}: group {name!r} matches no parameter; its values stay at their "
                    f"initial setting")
     return out
+
+
+def check_same_grouping(saved, current):
+    """Refuse a checkpoint whose parameters were grouped otherwise (before torch's own
+    param-group check, whose message would not say why). `saved`, `current`: the
+    Grouping.as_dict() records, or None for global values."""
+    if saved == current:
+        return
+    def said(record):
+        return "--guided-groups global" if record is None else \
+            f"--guided-groups {record['spec']!r} (groups {', '.join(record['groups'])})"
+    why = ""
+    if saved is not None and current is not None and saved["groups"] == current["groups"]:
+        moved = [n for n in current["assignment"] if saved["assignment"].get(n) != current["assignment"][n]]
+        gone = [n for n in saved["assignment"] if n not in current["assignment"]]
+        example = (moved or gone)[0] if moved or gone else None
+        if example is not None:
+            why = (f"; the same groups now hold other parameters ({len(moved) + len(gone)} differ, "
+                   f"e.g. {example}: {saved['assignment'].get(example)} -> "
+                   f"{current['assignment'].get(example)})")
+    raise LearnedStateError(f"the checkpoint was trained with {said(saved)} but this run has "
+                            f"{said(current)}{why}; resume with the checkpoint's --guided-groups, or pass "
+                            f"--reset-optimizer to start the optimizer and the learned values afresh")

@@ -1,8 +1,8 @@
 """What fairseq-train checks once before training, with this plugin loaded.
 
-Installed by wrapping `fairseq.checkpoint_utils.load_checkpoint`, the one call
-fairseq_cli.train makes after building the trainer and before the first update (it has
-the whole config and the trainer). Only for a guided run (a guided task or optimizer): a
+Installed (channels.install) by wrapping `fairseq.checkpoint_utils.load_checkpoint`, the
+one call fairseq_cli.train makes after building the trainer and before the first update
+(it has the whole config and the trainer). Only for a guided run (a guided task or optimizer): a
 stock run with the plugin imported gets fairseq's own load_checkpoint and nothing else,
 for any config fairseq accepts. For a guided run:
 - a lock on --save-dir, so that a second run on the same directory is refused (naming the
@@ -185,7 +185,7 @@ def verify_resume_checkpoint(cfg, suffix: str = "") -> None:
 
 # -- learned values under a task that never learns them -----------------------------------
 def check_task_learns(cfg, task) -> None:
-    from .guidance import GuidedTaskMixin
+    from .guidance.task import GuidedTaskMixin
 
     opt = cfg.optimizer
     name = str(getattr(opt, "_name", "") or "")
@@ -198,7 +198,7 @@ def check_task_learns(cfg, task) -> None:
 
 
 def is_guided_run(trainer) -> bool:
-    from .guidance import GuidedTaskMixin
+    from .guidance.task import GuidedTaskMixin
 
     name = getattr(getattr(trainer.cfg, "optimizer", None), "_name", None)
     return isinstance(trainer.task, GuidedTaskMixin) or (isinstance(name, str) and name.startswith("guided_"))

@@ -38,7 +38,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-$repo/.venv/bin/python}
 preprocess=${FAIRSEQ_PREPROCESS:-$(dirname "$python")/fairseq-preprocess}
-prep="env PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH} $python -m guided_recipes.monolingual"
+prep="env PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH} $python -m guided_recipes.datalib.monolingual"
 
 die() { echo "error: $*" >&2; exit 1; }
 need_count() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer, got '$2'"; }

@@ -1,5 +1,5 @@
-"""Guided or a sweep? Table 2 (the code: `guided_recipes.sweep`)."""
-from guided_recipes.sweep import main
+"""Guided or a sweep? Table 2 (the code: `guided_recipes.run.sweep`)."""
+from guided_recipes.run.sweep import main
 
 if __name__ == "__main__":
     main()

@@ -109,7 +109,7 @@ def test_truncated_deb_is_not_trusted(tmp_path):
 
 
 def test_guide_every_1_is_refused_for_monolingual_text(tmp_path):
-    from guided_recipes import monolingual
+    from guided_recipes.datalib import monolingual
 
     (tmp_path / "lines.tsv").write_text("".join(f"{i}\tline {i}\n" for i in range(50)))
     with pytest.raises(SystemExit, match="--guide-every 1 puts every line in guide"):

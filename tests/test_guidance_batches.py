@@ -17,7 +17,7 @@ def build(data, *flags):
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
-    from fairseq_guided.guidance_batches import GuidanceBatches
+    from fairseq_guided.guidance.batches import GuidanceBatches
 
     return GuidanceBatches(task, cfg.task, model)
 

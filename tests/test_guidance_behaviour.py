@@ -15,7 +15,7 @@ import torch
 
 from conftest import ENV, PLUGIN, TINY_MODEL, json_logs, run, train_cmd
 from fairseq_guided.hypergrad.hyperparams import LearnedHyperParams, MetaAdamConfig
-from fairseq_guided.hypergrad.optimizers import GuidedAdam
+from fairseq_guided.hypergrad.adam import GuidedAdam
 
 # A real guided_translation task and model, built in a child process as fairseq-train
 # builds them (optionally joining a gloo group of WORLD processes and loading a

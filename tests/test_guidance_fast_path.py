@@ -7,7 +7,7 @@ import torch
 from fairseq import metrics, options, tasks
 
 import fairseq_guided  # noqa: F401
-from fairseq_guided.guidance import token_mean_nll
+from fairseq_guided.guidance.passes import token_mean_nll
 from conftest import PLUGIN, TINY_MODEL
 
 
@@ -117,7 +117,7 @@ def test_no_host_sync_in_the_update_and_meta_step_on_cuda(optimizer, grouped):
     hypergradient dot products and the meta step run (after a first step builds state);
     with per-group values too (--guided-groups)."""
     from fairseq_guided.hypergrad.hyperparams import LearnedHyperParams, MetaAdamConfig
-    from fairseq_guided.hypergrad.optimizers import OPTIMIZERS
+    from fairseq_guided.hypergrad import OPTIMIZERS
 
     torch.manual_seed(0)
     params = [torch.randn(s, device="cuda", requires_grad=True) for s in [(64, 32), (32,), (16, 64)]]

@@ -14,8 +14,8 @@ import pytest
 from conftest import ENV, REPO
 
 sys.path.insert(0, str(REPO))
-from guided_recipes import stats  # noqa: E402
-from guided_recipes.runlogs import log_rows  # noqa: E402
+from guided_recipes.report import stats  # noqa: E402
+from guided_recipes.report.runlogs import log_rows  # noqa: E402
 
 MAIN = [sys.executable, str(REPO / "scripts" / "main_job.py"), "--preset", "tiny", "--seeds", "1,2", "--quiet"]
 # tiny: 12 updates of 1,024 tokens, 512-token guidance, meta lr 0.01
@@ -186,8 +186,8 @@ def test_horizon_report_is_recomputed_from_the_runs(calibrated):
 def test_no_guidance_choice_until_every_guided_setting_has_every_seed(tmp_path):
     """A mean over fewer seeds is not compared with one over all of them (a part can end
     with a setting half done)."""
-    from guided_recipes import horizon
-    from guided_recipes.studies import Setting
+    from guided_recipes.run import horizon
+    from guided_recipes.run.studies import Setting
 
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -8,7 +8,7 @@ import torch
 
 from fairseq_guided.hypergrad import reference
 from fairseq_guided.hypergrad.hyperparams import LearnedHyperParams, MetaAdamConfig
-from fairseq_guided.hypergrad.optimizers import OPTIMIZERS
+from fairseq_guided.hypergrad import OPTIMIZERS
 
 SCHED_LR = 0.02
 FIXED = {

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
+from fairseq_guided.flags import parse_name_list, parse_name_values
 from fairseq_guided.hypergrad.hyperparams import (
-    BETA_SCALE, LearnedHyperParams, MetaAdamConfig, check_initial_value, parse_name_list,
-    parse_name_values,
+    BETA_SCALE, LearnedHyperParams, MetaAdamConfig, check_initial_value,
 )
 
 

@@ -133,7 +133,7 @@ def test_claim5_judges_lr_sensitivity_by_paired_differences_not_spans():
     """A guided arm whose 1x score is lower has the smaller span of mean BLEU over the lrs
     without scoring higher anywhere: that is not 'less sensitive'. Only higher scores than
     base, paired by seed, beyond seed noise at every other multiple are."""
-    from guided_recipes import findings
+    from guided_recipes.report import findings
 
     def rows(table):
         return {"rows": [{"variant": v, "values": {"lr": 0.01 * scale, "lr_scale": scale}, "seed": seed, "bleu": b}
@@ -160,7 +160,7 @@ def test_claim5_judges_lr_sensitivity_by_paired_differences_not_spans():
 def test_claim5_reads_the_sweep_comparison_by_paired_bootstrap_and_compute():
     """Claim 5 is the paper's Table 2: a guided row beats BO's tuning only when its test BLEU
     is higher by the paired bootstrap (p < 0.05) at less compute than BO's trials took."""
-    from guided_recipes import findings
+    from guided_recipes.report import findings
 
     def row(name, trials, seconds, bleu, vs=None):
         r = {"row": name, "trials": trials, "completed": trials, "wall_seconds": seconds, "test_bleu": bleu,

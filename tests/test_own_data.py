@@ -17,7 +17,8 @@ import sacrebleu
 from conftest import BIN, ENV, REPO, TINY_MODEL, json_logs, run, train_cmd, write_cipher_corpus
 
 sys.path.insert(0, str(REPO))
-from guided_recipes import export, guide_split  # noqa: E402
+from guided_recipes.datalib import guide_split  # noqa: E402
+from guided_recipes.run import export  # noqa: E402
 
 PAIRS = {"train": 2000, "valid": 100, "test": 100}
 # appended to every fairseq-train of a README block: argparse keeps the last value given

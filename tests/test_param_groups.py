@@ -5,9 +5,9 @@ from fairseq.optim import build_optimizer
 from omegaconf import OmegaConf
 
 import fairseq_guided  # noqa: F401 (registers the guided optimizers)
-from fairseq_guided import flat_masters
-from fairseq_guided.hypergrad.optimizers import check_same_grouping
-from fairseq_guided.param_groups import assign_groups, parse_groups, warnings_for
+from fairseq_guided import channels as flat_masters
+from fairseq_guided.flags import parse_groups
+from fairseq_guided.param_groups import assign_groups, check_same_grouping, warnings_for
 
 # fairseq's transformer (2+2 layers, shared embeddings, pre-norm), as named_parameters()
 # lists it, and a criterion parameter

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fairseq_guided.hypergrad.hyperparams import LearnedHyperParams, MetaAdamConfig
-from fairseq_guided.hypergrad.optimizers import OPTIMIZERS
+from fairseq_guided.hypergrad import OPTIMIZERS
 from test_hypergrad_engine import (
     CASES, FIXED, SCHED_LR, UPDATE_PATHS, grads_at, loss_fn, make_problem, reference_guidance_loss,
     rel_err, warmed_up,

@@ -10,9 +10,9 @@ from fairseq import metrics
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
 from conftest import REPO, json_logs, kill_at_update, run, train_cmd
-from fairseq_guided.guidance import token_mean_nll
+from fairseq_guided.guidance.passes import token_mean_nll
 from test_guidance_fast_path import build, guidance_grads
-from guided_recipes import plots
+from guided_recipes.report import plots
 from test_distributed import (  # noqa: F401 (the corpus fixture)
     FLAGS as DDP_FLAGS, corpus_with_two_guide_batches, matches_one_process, two_workers,
 )

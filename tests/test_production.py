@@ -9,7 +9,7 @@ import torch
 
 import fairseq_guided  # noqa: F401 (safe globals for torch.load of fairseq checkpoints)
 from conftest import BIN, json_logs, kill_at_update, run, train_cmd
-from guided_recipes.runlogs import learned_curves, log_rows
+from guided_recipes.report.runlogs import learned_curves, log_rows
 
 NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0"]
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import ENV, REPO
 
 sys.path.insert(0, str(REPO))
-from guided_recipes import nmt, portable  # noqa: E402
+from guided_recipes.report import portable  # noqa: E402
+from guided_recipes.run import nmt  # noqa: E402
 
 RESULTS = REPO / "results"
 # fairseq's own default --plasma-path, printed in every logged config: not a folder of ours

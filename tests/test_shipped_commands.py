@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, json_logs, run
-from guided_recipes import benchmark, nmt
+from guided_recipes.bench import benchmark
+from guided_recipes.run import nmt
 
 LAUNCH = [sys.executable, REPO / "tests" / "launchers" / "cpu_as_cuda.py"]
 SHRINK_HYDRA = [f"model.{part}.{key}={value}" for part in ("encoder", "decoder")
@@ -99,3 +100,17 @@ def test_the_readme_fast_subset_runs_the_math_and_nothing_else():
     assert out.returncode == 0, out.stdout[-3000:]
     counts = dict((name, int(n)) for n, name in re.findall(r"(\d+) (passed|failed|deselected)", out.stdout))
     assert counts.get("passed", 0) > 100 and counts.get("deselected", 0) > 100 and "failed" not in counts, counts
+
+
+def test_every_preset_is_a_yaml_file_under_configs():
+    """Presets in one form (guided_recipes.presets): the NMT recipe's, the T5 recipe's (each
+    value with its source) and the benchmarks' model are the YAML files under configs/."""
+    from guided_recipes import presets
+    from guided_recipes.run import t5
+
+    assert set(presets.T5) == {p.stem for p in (REPO / "configs" / "t5").glob("*.yaml")} == set(t5.PRESETS)
+    assert set(presets.BENCH) == {p.stem for p in (REPO / "configs" / "bench").glob("*.yaml")} == set(benchmark.PRESETS)
+    for name, settings in presets.T5.items():
+        assert all(isinstance(source, str) and source for _, source in settings.values()), name
+        assert set(settings) == set(presets.T5["tiny"]), name
+    assert all({"model", "max_tokens", "extra"} == set(p) for p in presets.BENCH.values())

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from conftest import ENV, REPO, json_logs
 
-from guided_recipes import sweep_study
+from guided_recipes.run import sweep_study
 
 JOB_LOG = "hydra_objective.log"  # hydra's log of a job, named after the entry point
 
@@ -94,7 +94,8 @@ def test_the_objective_is_the_best_validation_when_the_last_one_is_worse(tiny_co
     import copy
     import dataclasses
 
-    from guided_recipes import nmt, sweep_report
+    from guided_recipes.report import sweep_report
+    from guided_recipes.run import nmt
 
     tiny = nmt.PRESETS["tiny"]
     config = copy.deepcopy(tiny.config)
@@ -227,7 +228,7 @@ def test_each_row_is_compared_with_bos_selected_model_by_sacrebleus_paired_boots
     the two selected runs' outputs (BO as the baseline); rows without a test score get none."""
     from conftest import BIN
 
-    from guided_recipes import sweep_report
+    from guided_recipes.report import sweep_report
 
     words = "the a house cat runs over under green small big old tree river stone light".split()
     refs = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(6 + i % 5)) for i in range(80)]

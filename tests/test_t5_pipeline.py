@@ -23,9 +23,9 @@ from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from fairseq_guided.data import span_corruption
 from fairseq_guided.tasks.guided_span_corruption import GuidedSpanCorruptionConfig, GuidedSpanCorruptionTask
-from guided_recipes import t5 as recipe
-from guided_recipes.monolingual import vocab_pieces
-from guided_recipes.t5_report import Z95
+from guided_recipes.run import t5 as recipe
+from guided_recipes.datalib.monolingual import vocab_pieces
+from guided_recipes.report.t5_report import Z95
 
 from conftest import BIN, PLUGIN, REPO, json_logs, run
 

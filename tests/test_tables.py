@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import BIN, ENV
-from guided_recipes import tables
+from guided_recipes.report import tables
 
 SEEDS = (1, 2, 3)
 WORDS = [f"w{i}" for i in range(60)]

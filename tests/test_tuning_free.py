@@ -294,7 +294,7 @@ def test_trains_under_fairseq_mixed_precision(tiny_corpus, tmp_path, case):
 def test_benchmark_rows_train_under_flat_fp16(tiny_corpus, name):
     """The benchmark's rows for the tuning-free optimizers, with its cuda preset's flat
     --fp16 (fairseq's one CUDA call stood in for), on a shrunk model."""
-    from guided_recipes import benchmark
+    from guided_recipes.bench import benchmark
     from test_shipped_commands import LAUNCH, SHRINK_CLI
 
     row = next(r for r in benchmark.configurations("cuda") if r[0] == name)

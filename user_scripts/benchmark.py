@@ -1,5 +1,5 @@
-"""Benchmark: guided runs against plain fairseq in one run (the code: `guided_recipes.benchmark`)."""
-from guided_recipes.benchmark import main
+"""Benchmark: guided runs against plain fairseq in one run (the code: `guided_recipes.bench.benchmark`)."""
+from guided_recipes.bench.benchmark import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
-"""The BLEU table of a folder of runs (the code: `guided_recipes.tables`)."""
-from guided_recipes.tables import main
+"""The BLEU table of a folder of runs (the code: `guided_recipes.report.tables`)."""
+from guided_recipes.report.tables import main
 
 if __name__ == "__main__":
     main()

@@ -18,8 +18,8 @@ import torch
 
 from ._ops import add_scaled_, decay_, is_number
 from ._ops import dot as _dot
+from .base import GuidedOptimizerBase
 
-HYPERPARAMS = ("lr", "beta1", "weight_decay")
 
 
 def rms(tensor):
@@ -42,7 +42,7 @@ def _clip(update, clip_threshold):
     return update / (rms(update) / clip_threshold).clamp(min=1.0)
 
 
-def init_state(param, use_first_moment):
+def new_state(param, use_first_moment):
     state = {"step": 0, "RMS": torch.zeros((), dtype=param.dtype, device=param.device)}
     if use_first_moment:
         state["exp_avg"] = torch.zeros_like(param)
@@ -144,3 +144,40 @@ def adafactor_combine(names, rows, lr, beta1, weight_decay, *, scale_parameter):
             raise KeyError(name)
         out.append(d.sum())
     return out
+
+
+class GuidedAdafactor(GuidedOptimizerBase):
+    """fairseq's Adafactor (explicit lr, optional beta1) with learnable alpha, beta1, wd."""
+
+    FIXED_HPARAMS = ("beta1", "weight_decay")
+
+    def __init__(self, params, learned, lr=1e-3, beta1=None, weight_decay=0.0, eps1=1e-30,
+                 eps2=1e-3, clip_threshold=1.0, decay_rate=-0.8, scale_parameter=False,
+                 keep_step_grad=False, foreach=True):
+        defaults = dict(lr=lr, beta1=beta1, weight_decay=weight_decay, eps1=eps1, eps2=eps2,
+                        clip_threshold=clip_threshold, decay_rate=decay_rate,
+                        scale_parameter=scale_parameter)
+        # factored moments and per-tensor clipping: the update stays a per-tensor loop
+        super().__init__(params, defaults, learned, keep_step_grad, foreach)
+
+    def _options(self, group, *keys):
+        return {k: group[k] for k in keys}
+
+    def init_state(self, p, state, group):
+        state.update(new_state(p, group["beta1"] is not None))
+
+    def update_one(self, p, grad, state, group, hp):
+        adafactor_step_(
+            p, grad, state, **hp,
+            **self._options(group, "eps1", "eps2", "clip_threshold", "decay_rate", "scale_parameter"),
+        )
+
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
+        return adafactor_dot_row(
+            names, guide_grad, p, grad, state, hp["beta1"], hp["weight_decay"],
+            **self._options(group, "eps2", "clip_threshold", "scale_parameter"),
+        )
+
+    def combine_one(self, names, rows, step, group, hp):
+        return adafactor_combine(names, rows, hp["lr"], hp["beta1"], hp["weight_decay"],
+                                 scale_parameter=group["scale_parameter"])

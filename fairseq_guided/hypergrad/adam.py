@@ -16,8 +16,8 @@ import torch
 from ._ops import add_scaled_, add_scaled_product_, add_scaled_ratio_, decay_, is_number
 from ._ops import dot as _dot
 from ._ops import foreach_add_scaled_ratio_, foreach_decay_, foreach_ema_, foreach_ema_square_
+from .base import GuidedOptimizerBase, advance_steps
 
-HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
 def adam_step_(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
@@ -118,3 +118,31 @@ def adam_combine(names, rows, step, lr, beta1, beta2, eps, weight_decay):
         else:
             raise KeyError(name)
     return out
+
+
+class GuidedAdam(GuidedOptimizerBase):
+    """fairseq's Adam (decoupled weight decay) with learnable alpha, beta1, beta2, eps, wd."""
+
+    FIXED_HPARAMS = ("beta1", "beta2", "eps", "weight_decay")
+    ELEMENTWISE = True
+
+    def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                 weight_decay=0.0, keep_step_grad=False, foreach=True):
+        defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, learned, keep_step_grad, foreach)
+
+    def update_one(self, p, grad, state, group, hp):
+        state["step"] += 1
+        adam_step_(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp)
+
+    def update_many(self, params, grads, states, group, hp):
+        step = advance_steps(states)
+        adam_step_foreach_(params, grads, [s["exp_avg"] for s in states],
+                           [s["exp_avg_sq"] for s in states], step, **hp)
+
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
+        return adam_dot_row(names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"],
+                            hp["eps"], hp["weight_decay"], guide_grad_disposable=disposable)
+
+    def combine_one(self, names, rows, step, group, hp):
+        return adam_combine(names, rows, step, **hp)

@@ -30,45 +30,9 @@ PARAMETERISATION = {
 }
 
 
-def parse_name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
-    """'alpha,beta1' -> ['alpha', 'beta1'], refusing unknown or repeated names."""
-    text = str(text or "")
-    if text and not text.strip():  # a blank from a script's unset variable: learns nothing silently
-        raise ValueError(f"{flag}: {text!r} is only whitespace; list names like 'alpha,beta1', or "
-                         f"leave the flag out to learn nothing")
-    items = [n.strip() for n in text.split(",")] if text.strip() else []
-    if "" in items:  # ',' or 'alpha,,beta1' would silently learn less than asked for
-        raise ValueError(f"{flag}: an empty name in {text!r}; list names like 'alpha,beta1', or "
-                         f"leave the flag out to learn nothing")
-    names = items
-    for name in names:
-        if name not in allowed:
-            raise ValueError(
-                f"{flag}: unknown hyper-parameter {name!r}; allowed: {', '.join(allowed)}"
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{flag}: a hyper-parameter is named twice in {text!r}")
-    return names
-
-
-def parse_name_values(text: str, allowed: tuple[str, ...], flag: str) -> dict[str, float]:
-    """'alpha=2,beta1=0.5' -> {'alpha': 2.0, 'beta1': 0.5}."""
-    out: dict[str, float] = {}
-    for item in [i.strip() for i in str(text or "").split(",") if i.strip()]:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in allowed:
-            raise ValueError(
-                f"{flag}: expected NAME=VALUE with NAME in {', '.join(allowed)}; got {item!r}"
-            )
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise ValueError(f"{flag}: {value!r} is not a number (in {item!r})") from None
-    return out
-
-
-def check_initial_value(name: str, value: float, flag: str) -> None:
+def check_initial_value(name: str, value: float, source: str) -> None:
+    """Refuse an initial value outside the range `name`'s parameterisation reaches;
+    the message starts with `source`, what set the value."""
     kind = PARAMETERISATION[name]
     ok = {
         "exp": value > 0 and math.isfinite(value),
@@ -77,7 +41,7 @@ def check_initial_value(name: str, value: float, flag: str) -> None:
     }[kind]
     if not ok:
         allowed = {"exp": "> 0", "sigmoid": f"in (0, {BETA_SCALE})", "nonneg_linear": ">= 0"}[kind]
-        raise ValueError(f"{flag}: initial {name} = {value} is not allowed; it must be {allowed}")
+        raise ValueError(f"{source}: initial {name} = {value} is not allowed; it must be {allowed}")
 
 
 def raw_from_value(name: str, value: float, steepness: float) -> float:

@@ -15,8 +15,8 @@ import torch
 from ._ops import add_scaled_, add_scaled_product_, is_number
 from ._ops import dot as _dot
 from ._ops import foreach_ema_, foreach_ema_square_
+from .base import GuidedOptimizerBase, advance_steps
 
-HYPERPARAMS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
 def _adam_ratio(exp_avg, exp_avg_sq, step, beta1, beta2, eps):
@@ -151,3 +151,34 @@ def lamb_combine(names, rows, step, lr, beta1, beta2, eps, weight_decay):
         norm_term = torch.where(from_norms, g_u * u_du / torch.where(from_norms, u_u, 1.0), 0.0)
         out.append((-lr * trust * (g_du - norm_term)).sum())
     return out
+
+
+class GuidedLamb(GuidedOptimizerBase):
+    """LAMB (per-tensor trust ratio) with learnable alpha, beta1, beta2, eps, wd."""
+
+    FIXED_HPARAMS = ("beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, params, learned, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
+                 weight_decay=0.0, keep_step_grad=False, foreach=True):
+        defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, learned, keep_step_grad, foreach)
+
+    def update_one(self, p, grad, state, group, hp):
+        state["step"] += 1
+        state["trust_ratio"], state["trust_from_norms"] = lamb_step_(
+            p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp
+        )
+
+    def update_many(self, params, grads, states, group, hp):
+        step = advance_steps(states)
+        trust, from_norms = lamb_step_foreach_(params, grads, [s["exp_avg"] for s in states],
+                                               [s["exp_avg_sq"] for s in states], step, **hp)
+        for state, ratio, flag in zip(states, trust.unbind(0), from_norms.unbind(0)):
+            state["trust_ratio"], state["trust_from_norms"] = ratio, flag
+
+    def row_one(self, names, guide_grad, p, grad, state, group, hp, disposable=False):
+        return lamb_dot_row(names, guide_grad, p, grad, state["exp_avg"], state["exp_avg_sq"],
+                            state["step"], state["trust_ratio"], state.get("trust_from_norms"), **hp)
+
+    def combine_one(self, names, rows, step, group, hp):
+        return lamb_combine(names, rows, step, **hp)

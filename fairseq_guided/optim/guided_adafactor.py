@@ -6,6 +6,8 @@ tensor's scaled lr back into the param group, so later tensors in the same step 
 scales of earlier ones multiplied in. Here each tensor's lr is scaled by its own RMS, as
 in the Adafactor paper. Without --scale-parameter (the default) the two agree exactly.
 There is no --relative-step: alpha scales fairseq's lr schedule instead.
+
+The update and its derivative: hypergrad/adafactor.py, held to hypergrad/adafactor_reference.py.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -13,9 +15,9 @@ from typing import List, Optional
 from fairseq.optim import register_optimizer
 from omegaconf import II
 
-from ..hypergrad.optimizers import GuidedAdafactor
-from .guided_base import GuidedFairseqOptimizer, parse_float_tuple
-from .guided_config import GuidedHyperConfig
+from ..flags import parse_float_tuple
+from ..hypergrad.adafactor import GuidedAdafactor
+from .guided_base import GuidedFairseqOptimizer, GuidedHyperConfig
 
 
 @dataclass

@@ -1,14 +1,17 @@
 """`--optimizer guided_adam`: fairseq's Adam (AdamW-style weight decay) with learned
-alpha / beta1 / beta2 / eps / weight decay."""
+alpha / beta1 / beta2 / eps / weight decay.
+
+The update and its derivative: hypergrad/adam.py, held to hypergrad/adam_reference.py.
+"""
 from dataclasses import dataclass, field
 from typing import List
 
 from fairseq.optim import register_optimizer
 from omegaconf import II
 
-from ..hypergrad.optimizers import GuidedAdam
-from .guided_base import GuidedFairseqOptimizer, parse_float_tuple
-from .guided_config import GuidedHyperConfig
+from ..flags import parse_float_tuple
+from ..hypergrad.adam import GuidedAdam
+from .guided_base import GuidedFairseqOptimizer, GuidedHyperConfig
 
 
 @dataclass

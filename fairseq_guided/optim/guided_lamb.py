@@ -1,15 +1,18 @@
 """`--optimizer guided_lamb`: LAMB (You et al. 2019) in pure torch (fairseq's own `lamb`
-needs NVIDIA apex) with learned alpha / beta1 / beta2 / eps / weight decay."""
+needs NVIDIA apex) with learned alpha / beta1 / beta2 / eps / weight decay.
+
+The update and its derivative: hypergrad/lamb.py, held to hypergrad/lamb_reference.py.
+"""
 from dataclasses import dataclass, field
 from typing import List
 
 from fairseq.optim import register_optimizer
 from omegaconf import II
 
-from ..hypergrad.optimizers import GuidedLamb
+from ..flags import parse_float_tuple
+from ..hypergrad.lamb import GuidedLamb
 from .guided_adam import GuidedFairseqAdam
-from .guided_base import parse_float_tuple
-from .guided_config import GuidedHyperConfig
+from .guided_base import GuidedHyperConfig
 
 
 @dataclass

@@ -18,7 +18,7 @@ the switch is tied to what fairseq does to the *model* in every task:
   run does after its own save, so a resume continues bit for bit.
 
 The optimizer is built from the parameter list only, so the model is found at its first
-forward: a global module forward pre-hook waits for a fairseq model whose trainable
+forward: a global module forward pre-hook (channels.until_first_model) waits for a fairseq model whose trainable
 parameters are the optimizer's (fp32 / --amp), or have the shapes of its fp32 masters
 (--fp16: per-tensor masters, or one flat buffer), then removes itself. Under --fp16 the
 model holds half-precision copies of the masters, so after each switch the masters are
@@ -30,6 +30,8 @@ import weakref
 
 import torch
 from fairseq.models import BaseFairseqModel
+
+from .. import channels
 
 
 def _copy_pairs(model_params, masters):
@@ -60,15 +62,16 @@ class ModelModeLink:
         self.pairs = []
         me = weakref.ref(self)  # a finished optimizer must not be kept alive by the global hook
 
-        def find_model(module, args):
+        def claim(module, args) -> bool:
             link = me()
             if link is None or link.model is not None:
-                handle.remove()
-            elif isinstance(module, BaseFairseqModel) and link.attach(module):
-                handle.remove()
+                return True
+            if isinstance(module, BaseFairseqModel) and link.attach(module):
                 link.follow(module, args)  # this forward already collected its hooks
+                return True
+            return False
 
-        handle = torch.nn.modules.module.register_module_forward_pre_hook(find_model)
+        channels.until_first_model(claim)
 
     def attach(self, model) -> bool:
         masters = [p for g in self.optimizer.param_groups for p in g["params"]]

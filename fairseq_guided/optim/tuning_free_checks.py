@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .guided_base import parse_float_tuple
+from ..flags import parse_float_tuple
 
 
 def check(value, ok: bool, flag: str, allowed: str):

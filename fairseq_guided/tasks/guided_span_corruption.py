@@ -20,10 +20,9 @@ from omegaconf import II
 
 from ..data import span_corruption
 from ..data.span_corruption_dataset import SpanCorruptionDataset
-from ..guidance import (
-    GuidanceConfig, GuidanceRunner, GuidedTaskMixin, check_guidance_fits, check_split_files,
-    validate_guidance_config,
-)
+from ..guidance.config import GuidanceConfig, check_guidance_fits, check_split_files, validate_guidance_config
+from ..guidance.runner import GuidanceRunner
+from ..guidance.task import GuidedTaskMixin
 from ..models import t5_architectures  # noqa: F401 (t5_small / t5_tiny for this task's runs)
 
 logger = logging.getLogger(__name__)

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from ..guidance import (
-    GuidanceConfig, GuidanceRunner, GuidedTaskMixin, check_guidance_fits, check_split_files,
-    validate_guidance_config,
-)
+from ..guidance.config import GuidanceConfig, check_guidance_fits, check_split_files, validate_guidance_config
+from ..guidance.runner import GuidanceRunner
+from ..guidance.task import GuidedTaskMixin
 
 logger = logging.getLogger(__name__)
 
