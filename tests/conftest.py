@@ -38,9 +38,11 @@ def write_cipher_corpus(folder: Path, sizes: dict, seed: int = 0) -> None:
 
 # The quick subset for changes to the math (`bash scripts/run_tests.sh -m fast`): the
 # engine against float64 autograd and finite differences, the hyper-parameter maps, the
-# groups, the guidance batches and the streamed meta step, in process; no fairseq command.
+# groups, the guidance batches, the streamed meta step, the learned state's checkpoint entry and the
+# task's guidance hooks (on a real fairseq task, in process); no fairseq command.
 FAST_MODULES = {"test_hypergrad_engine", "test_hyperparams", "test_param_groups", "test_param_groups_engine",
-                "test_guidance_batches", "test_guidance_fast_path", "test_span_corruption"}
+                "test_guidance_batches", "test_guidance_fast_path", "test_span_corruption", "test_learned_state",
+                "test_adafactor_shapes", "test_guidance_in_process"}
 
 
 def pytest_configure(config):
