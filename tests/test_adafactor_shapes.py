@@ -48,8 +48,10 @@ def test_update_equals_stock_adafactor_on_each_tensor(beta1, foreach):
             opt.step()
         for a, b in zip(ours, stock):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
-    for p in ours:  # the state lives in the parameters' dtype and layout
+    for p, twin, opt in zip(ours, stock, stocks):  # in the parameters' dtype and layout, under stock's names
         state = optimizer.state[p]
+        moments = {"exp_avg_sq_row", "exp_avg_sq_col"} if p.dim() >= 2 else {"exp_avg_sq"}
+        assert set(state) == {"step", "RMS"} | moments | ({"exp_avg"} if beta1 else set()) == set(opt.state[twin])
         assert all(t.dtype == torch.float64 for t in state.values() if torch.is_tensor(t))
         if p.dim() >= 2:
             assert state["exp_avg_sq_row"].shape == p.shape[:-1]

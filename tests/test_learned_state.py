@@ -78,6 +78,10 @@ def test_set_value_sets_one_value_and_keeps_the_meta_state():
     assert hp.value("beta1", 1).item() == pytest.approx(0.5, rel=1e-12)
     assert hp.value("beta1", 0).item() != pytest.approx(0.5, abs=1e-3)
     assert torch.equal(hp.exp_avg, moments)
+    hp.set_value("alpha", 0.25)  # no group given: every group's value
+    assert hp.value("alpha", 0).item() == pytest.approx(0.25, rel=1e-12)
+    assert hp.value("alpha", 1).item() == pytest.approx(0.25, rel=1e-12)
+    assert hp.value("beta1", 1).item() == pytest.approx(0.5, rel=1e-12)
     flat = learned()
     flat.set_value("alpha", 2.5)
     assert flat.value("alpha").item() == pytest.approx(2.5, rel=1e-12)
