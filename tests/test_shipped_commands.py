@@ -114,3 +114,16 @@ def test_every_preset_is_a_yaml_file_under_configs():
         assert all(isinstance(source, str) and source for _, source in settings.values()), name
         assert set(settings) == set(presets.T5["tiny"]), name
     assert all({"model", "max_tokens", "extra"} == set(p) for p in presets.BENCH.values())
+
+
+def test_the_mutation_pass_runs_the_fast_subset():
+    """mutmut's test selection (pyproject.toml) is the fast subset: a test added to one list
+    and not the other would be run by the mutation pass and not by `-m fast`, or not kill."""
+    import tomllib
+
+    from conftest import FAST_MODULES
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+    selected = {Path(p).stem for p in config["pytest_add_cli_args_test_selection"]}
+    assert selected == FAST_MODULES
+    assert all((REPO / p).is_file() for p in config["pytest_add_cli_args_test_selection"])
