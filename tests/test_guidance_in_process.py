@@ -177,3 +177,64 @@ def test_the_optimizer_checkpoint_keeps_the_last_step_lrs_and_refuses_a_stock_st
     nothing, _ = _adam(names=())
     nothing.load_state_dict(stock)  # nothing learned: a stock state is a whole state
     assert nothing.param_groups[0]["lr"] == 0.05
+
+
+def test_a_stock_state_names_every_learned_value():
+    a, _ = _adam(names=("alpha", "beta1"))
+    stock = {k: v for k, v in a.state_dict().items() if not k.startswith("guided_")}
+    b, _ = _adam(names=("alpha", "beta1"))
+    with pytest.raises(LearnedStateError, match=r"but this run learns alpha, beta1; resume from"):
+        b.load_state_dict(stock)
+
+
+@pytest.mark.parametrize("name", ["adam", "lamb", "adafactor"])
+def test_the_hypergradient_leaves_the_guidance_gradients_as_given(name):
+    """Only the streamed meta step, which frees each guidance gradient after use, may let
+    the math overwrite it; a caller's tensors stay as they were."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(4, 3, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64)]
+    names = list(OPTIMIZERS[name].learnable())
+    init = {"alpha": 1.0, "beta1": 0.8, "beta2": 0.95, "eps": 1e-3, "weight_decay": 0.01}
+    learned = LearnedHyperParams(names, {n: init[n] for n in names}, {n: 1.0 for n in names}, MetaAdamConfig())
+    extra = dict(beta1=0.8) if name == "adafactor" else {}
+    optimizer = OPTIMIZERS[name](params, learned, lr=0.01, **extra)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        optimizer.step()
+    assert all("step_grad" not in optimizer.state[p] for p in params)  # kept only when asked
+    guide = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+    copies = [g.clone() for g in guide]
+    optimizer.hypergradient(guide)
+    assert all(torch.equal(g, c) for g, c in zip(guide, copies))
+
+
+def test_guided_adam_with_its_defaults_steps_as_torch_adam_with_its_defaults():
+    gen = torch.Generator().manual_seed(1)
+    ours = [torch.randn(5, generator=gen, dtype=torch.float64)]
+    stock = [ours[0].clone()]
+    learned = LearnedHyperParams([], {}, {}, MetaAdamConfig())
+    guided, adam = OPTIMIZERS["adam"](ours, learned), torch.optim.Adam(stock)
+    for _ in range(3):
+        g = torch.randn(5, generator=gen, dtype=torch.float64)
+        ours[0].grad, stock[0].grad = g.clone(), g.clone()
+        guided.step()
+        adam.step()
+    torch.testing.assert_close(ours[0], stock[0], rtol=1e-6, atol=1e-9)  # the same formula, ordered differently
+
+
+def test_the_lamb_and_adafactor_defaults_are_the_papers():
+    import inspect
+
+    lamb = inspect.signature(OPTIMIZERS["lamb"].__init__).parameters
+    assert {k: lamb[k].default for k in ("lr", "beta1", "beta2", "eps", "weight_decay")} == dict(
+        lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0)  # You et al. (2020)
+    from fairseq.optim.adafactor import Adafactor
+
+    stock = inspect.signature(Adafactor.__init__).parameters
+    ours = inspect.signature(OPTIMIZERS["adafactor"].__init__).parameters
+    assert (ours["eps1"].default, ours["eps2"].default) == stock["eps"].default
+    for key in ("clip_threshold", "decay_rate", "beta1", "weight_decay"):
+        assert ours[key].default == stock[key].default, key
+    # fairseq-train passes an explicit lr and --scale-parameter (off unless given); ours keep that
+    assert ours["lr"].default == 1e-3 and ours["scale_parameter"].default is False

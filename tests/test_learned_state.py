@@ -184,3 +184,21 @@ def test_a_state_without_names_learns_nothing_and_loads():
     empty = LearnedHyperParams([], {}, {}, MetaAdamConfig())
     empty.load_state_dict(empty.state_dict())
     assert empty.values().numel() == 0
+
+
+def test_every_loaded_entry_is_float64():
+    a = stepped()
+    state = {k: (v.float() if torch.is_tensor(v) else v) for k, v in a.state_dict().items()}
+    b = learned()
+    b.load_state_dict(state)
+    for key in ("raw", "exp_avg", "exp_avg_sq", "steps", "nonfinite_count", "skipped_count"):
+        assert getattr(b, key).dtype == torch.float64, key
+
+
+def test_a_grouped_shape_mismatch_says_per_group():
+    hp = learned(groups=["a", "b"])
+    state = stepped(groups=["a", "b"]).state_dict()
+    state["exp_avg"] = torch.zeros(2, dtype=torch.float64)
+    with pytest.raises(LearnedStateError, match=_entry(
+            "exp_avg", "has shape (2,), but this run learns alpha, beta1 per group (shape (2, 2))")):
+        hp.load_state_dict(state)
