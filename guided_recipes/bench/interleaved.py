@@ -196,6 +196,7 @@ def main(argv=None):
     text = markdown(table, meta)
     print(text)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # a new folder is a common --out
         Path(args.out).write_text(text)
         Path(args.out).with_suffix(".json").write_text(json.dumps(
             {"meta": meta, "preset": preset, "segments": segments, "table": table}, indent=1))
