@@ -1,12 +1,16 @@
 """Shared fixtures: a small binarized parallel corpus with train/valid/test/guide splits,
 and helpers to run fairseq's command-line tools with this plugin."""
+import hashlib
+import inspect
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,7 +46,8 @@ def write_cipher_corpus(folder: Path, sizes: dict, seed: int = 0) -> None:
 # task's guidance hooks (on a real fairseq task, in process); no fairseq command.
 FAST_MODULES = {"test_hypergrad_engine", "test_hyperparams", "test_param_groups", "test_param_groups_engine",
                 "test_guidance_batches", "test_guidance_fast_path", "test_span_corruption", "test_learned_state",
-                "test_adafactor_shapes", "test_guidance_in_process", "test_lamb_edges"}
+                "test_adafactor_shapes", "test_guidance_in_process", "test_lamb_edges", "test_hypergrad_edges",
+                "test_optimizer_defaults", "test_flag_messages"}
 
 
 def pytest_configure(config):
@@ -93,12 +98,42 @@ def binarize(raw: Path, dest: Path, splits=("train", "valid", "test", "guide")):
         f.rename(dest / f.name.replace("valid1", "guide", 1))
 
 
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    write_cipher_corpus(root, {"train": 2000, "valid": 100, "test": 100, "guide": 100})
+TINY_SIZES = {"train": 2000, "valid": 100, "test": 100, "guide": 100}
+# Opt-in reuse of the tiny corpus across pytest sessions, for the mutation pass: mutmut runs
+# a session per mutant, and the fairseq-preprocess process would be most of a glue mutant's time.
+CORPUS_CACHE_ENV = "FAIRSEQ_GUIDED_TEST_CORPUS"
+
+
+def build_tiny_corpus(root: Path) -> Path:
+    """The raw splits in `root`, binarized in `root/bin` (returned)."""
+    write_cipher_corpus(root, TINY_SIZES)
     binarize(root, root / "bin")
     return root / "bin"
+
+
+def cached_tiny_corpus(cache: Path) -> Path:
+    """The tiny corpus under `cache`, built once per version of the code that writes it. The
+    build goes to a staging folder renamed into place, so a folder present is whole and two
+    sessions building at once keep one."""
+    recipe = inspect.getsource(write_cipher_corpus) + inspect.getsource(binarize) + repr(TINY_SIZES)
+    folder = cache / hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    if not folder.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache, prefix=".staging-"))
+        build_tiny_corpus(staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # another session renamed its build first
+            shutil.rmtree(staging)
+    return folder / "bin"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    cache = os.environ.get(CORPUS_CACHE_ENV)
+    if cache:
+        return cached_tiny_corpus(Path(cache).resolve())
+    return build_tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def train_cmd(data, save_dir, *extra, batching=("--max-tokens", "1000")):

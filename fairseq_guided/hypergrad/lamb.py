@@ -96,7 +96,11 @@ def lamb_dot_row(names, guide_grad, param, grad, exp_avg, exp_avg_sq, step, trus
         update = (ratio + weight_decay * param) / (1 - weight_decay * lr * trust)
     g_u, u_u = _dot(G, update), _dot(update, update)
     if from_norms is None:  # a state saved before the flag was kept
-        from_norms = ((param + lr * trust * update).norm() > 0) & (u_u > 0)
+        # A flag of False leaves T exactly 1; T = 1 from the norms means |theta| = |u|. The
+        # rebuilt pre-step tensor is only near 0 (rounding, with weight decay), so it is
+        # compared with half of |u| rather than with 0.
+        pre_norm = (param + lr * trust * update).norm()
+        from_norms = ((trust != 1) | (pre_norm > 0.5 * u_u.sqrt())) & (u_u > 0)
     row = [trust.to(g_u.dtype), from_norms.to(g_u.dtype), g_u, u_u]
     for col in _extra_columns(names):
         if col == "theta'":
