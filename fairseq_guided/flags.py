@@ -57,15 +57,26 @@ def parse_name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]
 
 
 def parse_name_values(text: str, allowed: tuple[str, ...], flag: str) -> dict[str, float]:
-    """'alpha=2,beta1=0.5' -> {'alpha': 2.0, 'beta1': 0.5}."""
+    """'alpha=2,beta1=0.5' -> {'alpha': 2.0, 'beta1': 0.5}; refuses what parse_name_list
+    refuses (only whitespace, an empty item, a name given twice), which would set less than
+    asked for without a word."""
+    text = str(text or "")
+    if text and not text.strip():
+        raise ValueError(f"{flag}: {text!r} is only whitespace; give NAME=VALUE items like "
+                         f"'alpha=2', or leave the flag out")
+    items = [i.strip() for i in text.split(",")] if text.strip() else []
+    if "" in items:
+        raise ValueError(f"{flag}: an empty item in {text!r}; give NAME=VALUE items like 'alpha=2,beta1=0.5'")
     out: dict[str, float] = {}
-    for item in [i.strip() for i in str(text or "").split(",") if i.strip()]:
+    for item in items:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or name not in allowed:
             raise ValueError(
                 f"{flag}: expected NAME=VALUE with NAME in {', '.join(allowed)}; got {item!r}"
             )
+        if name in out:
+            raise ValueError(f"{flag}: {name} is given twice in {text!r}")
         try:
             out[name] = float(value)
         except ValueError:

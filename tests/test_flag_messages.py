@@ -116,6 +116,24 @@ def test_fairseq_building_guided_adafactor_refuses_a_malformed_eps_naming_its_fl
     assert str(caught.value) == tuple_message("--adafactor-eps", 2, "(1e-30)")
 
 
+@pytest.mark.parametrize("eps,shown", [("(0, 1e-3)", "(0.0, 0.001)"), ("(-1, 1e-3)", "(-1.0, 0.001)"),
+                                       ("(nan, nan)", "(nan, nan)"), ("(1e-30, -5)", "(1e-30, -5.0)"),
+                                       ("(1e-30, inf)", "(1e-30, inf)")])
+def test_fairseq_building_guided_adafactor_refuses_epsilons_out_of_range(eps, shown):
+    """--adafactor-eps outside eps1 > 0, eps2 >= 0 (finite) is refused when fairseq builds the optimizer."""
+    from fairseq.optim import build_optimizer
+    from omegaconf import OmegaConf
+
+    import fairseq_guided  # noqa: F401 (registers the guided optimizers)
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError) as caught:
+        build_optimizer(OmegaConf.create({"_name": "guided_adafactor", "lr": [0.01], "adafactor_eps": eps}), params)
+    assert str(caught.value) == f"--adafactor-eps: eps1 must be > 0 and eps2 >= 0, both finite; got {shown}"
+    for fine in ("(5e-324, 0)", "(1e-30, 1e-3)"):
+        build_optimizer(OmegaConf.create({"_name": "guided_adafactor", "lr": [0.01], "adafactor_eps": fine}), params)
+
+
 # --- parse_name_list: --guided-hparams ---------------------------------------------------
 
 ALLOWED = ("alpha", "beta1", "beta2", "eps", "weight_decay")
@@ -350,3 +368,28 @@ def test_group_names_of_the_allowed_characters_are_accepted(text):
     spec = parse_groups(text)
     expected = [part.split("=")[0] for part in re.split(r"[,;]", text)]
     assert [n for n, _ in spec.patterns] == expected
+
+
+@pytest.mark.parametrize("text", [" ", "\t"])
+def test_whitespace_only_steepness_is_refused(text):
+    """A --guided-steepness of only whitespace (a script's unset variable) is refused, as --guided-hparams's is."""
+    with pytest.raises(ValueError) as caught:
+        parse_name_values(text, ("alpha", "beta1"), SFLAG)
+    assert str(caught.value) == (f"{SFLAG}: {text!r} is only whitespace; give NAME=VALUE items like "
+                                 f"'alpha=2', or leave the flag out")
+
+
+@pytest.mark.parametrize("text", ["alpha=2,,", ",alpha=2", "alpha=2, ,beta1=1", ","])
+def test_an_empty_steepness_item_is_refused(text):
+    """An empty --guided-steepness item is refused instead of dropped."""
+    with pytest.raises(ValueError) as caught:
+        parse_name_values(text, ("alpha", "beta1"), SFLAG)
+    assert str(caught.value) == f"{SFLAG}: an empty item in {text!r}; give NAME=VALUE items like 'alpha=2,beta1=0.5'"
+
+
+@pytest.mark.parametrize("text,name", [("alpha=2,alpha=3", "alpha"), ("beta1=1, alpha=2,beta1 =1", "beta1")])
+def test_a_steepness_given_twice_is_refused(text, name):
+    """A name given twice in --guided-steepness is refused instead of the last one winning."""
+    with pytest.raises(ValueError) as caught:
+        parse_name_values(text, ("alpha", "beta1"), SFLAG)
+    assert str(caught.value) == f"{SFLAG}: {name} is given twice in {text!r}"

@@ -9,6 +9,7 @@ There is no --relative-step: alpha scales fairseq's lr schedule instead.
 
 The update and its derivative: hypergrad/adafactor.py, held to hypergrad/adafactor_reference.py.
 """
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -24,7 +25,7 @@ from .guided_base import GuidedFairseqOptimizer, GuidedHyperConfig
 class GuidedAdafactorConfig(GuidedHyperConfig):
     adafactor_eps: str = field(
         default="(1e-30, 1e-3)", metadata={"help": "epsilons: added to squared gradients, and "
-                                           "the floor of the parameter scale"}
+                                           "the floor of the parameter scale; eps1 > 0, eps2 >= 0"}
     )
     clip_threshold: float = field(
         default=1.0, metadata={"help": "threshold for clipping the update's root mean square; > 0"}
@@ -58,6 +59,10 @@ class GuidedFairseqAdafactor(GuidedFairseqOptimizer):
     def validate(self, fixed):
         if fixed["beta1"] is not None and not 0 <= fixed["beta1"] < 1:
             raise ValueError(f"--beta1 must be in [0, 1); got {fixed['beta1']}")
+        # eps1 is added to squared gradients whose rows may be all zero: 0 or less gives inf or NaN
+        if not 0 < fixed["eps1"] < math.inf or not 0 <= fixed["eps2"] < math.inf:
+            raise ValueError(f"--adafactor-eps: eps1 must be > 0 and eps2 >= 0, both finite; "
+                             f"got ({fixed['eps1']}, {fixed['eps2']})")
         if not fixed["clip_threshold"] > 0:
             raise ValueError(f"--clip-threshold must be > 0; got {fixed['clip_threshold']}")
         if not fixed["decay_rate"] < 0:
