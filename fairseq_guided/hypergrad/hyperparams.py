@@ -195,9 +195,9 @@ class LearnedHyperParams:
             return
         m = self.meta
         g = hypergrad.to(self.raw) * self._slopes
+        finite = torch.isfinite(g)  # before clipping, which would turn an inf into a full step
         if m.grad_clip > 0:
             g = g.clamp(-m.grad_clip, m.grad_clip)
-        finite = torch.isfinite(g)
         g = torch.where(finite, g, torch.zeros_like(g))
         steps = self.steps + finite.to(self.steps.dtype)
         exp_avg = torch.where(finite, m.beta1 * self.exp_avg + (1 - m.beta1) * g, self.exp_avg)
@@ -302,7 +302,7 @@ class LearnedHyperParams:
                 fail(key, f"has a negative entry ({t.tolist()})")
         if not self.names:
             return
-        steepness = state.get("steepness", self.steepness.cpu()).double()
+        steepness = (state["steepness"] if "steepness" in state else self.steepness.cpu()).double()
         if not (steepness > 0).all():
             fail("steepness", f"is not > 0 ({steepness.tolist()})")
         values, _ = values_and_slopes(state["raw"].double().cpu(), self.kinds, steepness)
