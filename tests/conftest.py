@@ -48,7 +48,8 @@ FAST_MODULES = {"test_hypergrad_engine", "test_hyperparams", "test_param_groups"
                 "test_guidance_batches", "test_guidance_fast_path", "test_span_corruption", "test_learned_state",
                 "test_adafactor_shapes", "test_guidance_in_process", "test_lamb_edges", "test_hypergrad_edges",
                 "test_optimizer_defaults", "test_flag_messages", "test_optimizer_base",
-                "test_hyperparams_edges", "test_precision_in_process"}
+                "test_hyperparams_edges", "test_precision_in_process",
+                "test_runner_in_process"}
 
 
 def pytest_configure(config):
